@@ -1,0 +1,5 @@
+"""`python -m edgepack` is the `edgepack` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,231 @@
+"""The `edgepack` command: a thin shell over the Python API; each verb is one API call.
+
+Exit codes: 0 success / all gates passed, 1 a gate or verification failed (the bundle is
+still written and marked failed), 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import EdgepackError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Turn a trained model into verified, per-device release artifacts.")
+out = Console()
+err = Console(stderr=True)
+
+
+class _RichReporter:
+    """Draws one spinner per stage and a bar for long loops, on stderr."""
+
+    def __init__(self, progress: Progress):
+        self._p = progress
+        self._current = None
+
+    def step(self, message: str) -> None:
+        if self._current is not None:
+            self._p.update(self._current, completed=1, total=1)
+        self._current = self._p.add_task(message, total=None)
+
+    def track(self, description: str):
+        task = self._p.add_task(f"  {description}", total=None)
+
+        def update(done: int, total: int) -> None:
+            self._p.update(task, completed=done, total=total)
+
+        return update
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._p.update(self._current, completed=1, total=1)
+
+
+def _fail(exc: EdgepackError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _parse_shape(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        shape = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers, e.g. 1,3,224,224") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise typer.BadParameter(f"{text!r}: dimensions must be positive integers")
+    return shape
+
+
+@app.command()
+def build(
+    config: Optional[Path] = typer.Argument(None, help="edgepack.toml; omit to use the flags below"),
+    onnx_model: Optional[Path] = typer.Option(None, "--onnx", help="ONNX model file"),
+    torch_model: Optional[str] = typer.Option(None, "--torch", help="path/to/file.py:factory"),
+    pt2_model: Optional[Path] = typer.Option(None, "--pt2", help="torch.export .pt2 file"),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="static input shape, e.g. 1,3,224,224"),
+    calib: Optional[str] = typer.Option(None, "--calib", help="calibration data (.npy/.npz/folder/file.py:fn)"),
+    eval_data: Optional[str] = typer.Option(None, "--eval", help="evaluation data, labelled or not"),
+    targets: Optional[str] = typer.Option(None, "--targets", help="comma-separated target names or .toml paths"),
+    out_dir: Path = typer.Option(Path("dist"), "--out", help="where dist/<name>-<version>/ goes"),
+    name: Optional[str] = typer.Option(None, "--name", help="release name (default: model file stem)"),
+    version: str = typer.Option("0.1.0", "--version"),
+    calibration_method: Optional[str] = typer.Option(None, "--calibration-method", help="minmax | percentile | entropy"),
+    calibration_samples: int = typer.Option(200, "--calibration-samples"),
+    latency_runs: int = typer.Option(50, "--latency-runs"),
+    json_out: bool = typer.Option(False, "--json", help="print the manifest as JSON on stdout"),
+):
+    """Build, verify and bundle a release; exit 1 if a gate fails."""
+    from .config import config_from_dict, load_config
+    from .pipeline import build as run_build
+
+    sources = {"onnx": onnx_model, "torch": torch_model, "pt2": pt2_model}
+    given = {k: v for k, v in sources.items() if v is not None}
+    try:
+        if config is not None:
+            if given or calib or targets:
+                raise typer.BadParameter("give either CONFIG or --onnx/--torch/--pt2 with --calib and --targets, not both")
+            cfg = load_config(config)
+        else:
+            if len(given) != 1 or not calib or not targets:
+                raise typer.BadParameter("without CONFIG, give exactly one of --onnx/--torch/--pt2, plus --calib and --targets")
+            kind, src = next(iter(given.items()))
+            stem = Path(str(src).split(":")[0]).stem
+            data = {
+                "name": name or stem,
+                "version": version,
+                "out": str(out_dir),
+                "model": {kind: str(src), "input_shape": _parse_shape(input_shape)},
+                "data": {"calibration": calib, "evaluation": eval_data, "calibration_samples": calibration_samples},
+                "targets": [t.strip() for t in targets.split(",") if t.strip()],
+                "quantization": {"calibration_method": calibration_method},
+                "verify": {"latency_runs": latency_runs},
+            }
+            cfg = config_from_dict(data, source="command line")
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=not err.is_terminal) as progress:
+            reporter = _RichReporter(progress)
+            result = run_build(cfg, reporter)
+            reporter.close()
+    except EdgepackError as exc:
+        _fail(exc)
+    if json_out:
+        out.print_json(json.dumps(result.manifest, default=str))
+    else:
+        _print_summary(result.manifest)
+        out.print(f"bundle: {result.bundle}")
+    for f in result.failures:
+        err.print(f"[red]gate failed:[/] {f}", highlight=False)
+    raise typer.Exit(result.exit_code)
+
+
+def _print_summary(m: dict) -> None:
+    labelled = m["data"]["evaluation"]["labelled"]
+    table = Table(title=f"{m['name']} {m['version']}: {'PASSED' if m['gates_passed'] else 'FAILED'}")
+    for col in ("target", "artifact", "size KiB", "numerics", "top-1 %" if labelled else "SQNR dB", "p50 ms (host)", "gates"):
+        table.add_column(col)
+    for tname, t in m["targets"].items():
+        for a in t["artifacts"]:
+            mt = a["metrics"]
+            nm = mt["numerics"][mt["gate_numerics"]]
+            value = f"{nm['top1']:.2f}" if labelled else f"{nm['sqnr_db']:.1f}"
+            table.add_row(tname, a["kind"], f"{a['size_bytes'] / 1024:.1f}", mt["gate_numerics"], value,
+                          f"{mt['latency']['p50_ms']:.3f}", "pass" if mt["passed"] else "FAIL")
+    out.print(table)
+    if labelled:
+        out.print(f"float baseline top-1: {m['baseline']['metrics']['top1']:.2f} %")
+
+
+@app.command()
+def verify(
+    bundle: Path = typer.Argument(..., help="a dist/<name>-<version> folder"),
+    target: Optional[str] = typer.Option(None, "--target"),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    runs: int = typer.Option(50, "--runs"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the result JSON here"),
+):
+    """Re-verify a bundle from its own files (checksums, golden I/O, bundled eval data)."""
+    from .bundle import _json_safe
+    from .device import verify_bundle
+
+    try:
+        result = verify_bundle(bundle, target, threads=threads, runs=runs)
+    except EdgepackError as exc:
+        _fail(exc)
+    if json_path:
+        json_path.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+    for p in result["problems"]:
+        err.print(f"[red]FAIL[/] {p}", highlight=False)
+    for tname, t in result["targets"].items():
+        for a in t["artifacts"]:
+            m = a.get("metrics")
+            detail = ""
+            if m:
+                detail = (f"top-1 {m['top1']:.2f} % " if "top1" in m else "") + f"SQNR {m['sqnr_db']:.1f} dB ({a['numerics']})"
+            out.print(f"{'PASS' if a['passed'] else 'FAIL'} {tname}/{a['kind']} {detail}", highlight=False)
+    out.print("verified" if result["passed"] else "verification FAILED")
+    raise typer.Exit(0 if result["passed"] else 1)
+
+
+@app.command("targets")
+def list_targets(targets_dir: Optional[list[Path]] = typer.Option(None, "--targets-dir")):
+    """List the target profiles edgepack knows."""
+    from .targets import load_targets
+
+    try:
+        profiles = load_targets(targets_dir)
+    except EdgepackError as exc:
+        _fail(exc)
+    table = Table()
+    for col in ("name", "cpu", "threads", "artifacts", "int8 reduce_range", "description"):
+        table.add_column(col)
+    for name, p in sorted(profiles.items()):
+        table.add_row(name, f"{p.cpu.model} ({p.cpu.arch})", str(p.threads), ", ".join(p.artifacts),
+                      str(p.resolved_reduce_range()), p.description)
+    out.print(table)
+
+
+@app.command()
+def inspect(artifact: Path, as_json: bool = typer.Option(False, "--json")):
+    """Show an artifact's inputs/outputs, operator counts, size and quantisation."""
+    from .inspect import inspect_artifact
+
+    try:
+        info = inspect_artifact(artifact)
+    except EdgepackError as exc:
+        _fail(exc)
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    out.print(f"[bold]{info['path']}[/]  {info['format']}, {info['size_bytes']:,} bytes", highlight=False)
+    for role in ("inputs", "outputs"):
+        for t in info[role]:
+            extra = f" scale={t['scale']} zero_point={t['zero_point']}" if t.get("scale") else ""
+            out.print(f"  {role[:-1]:6} {t['name']}: {t['shape']} {t['dtype']}{extra}", highlight=False)
+    out.print(f"  quantisation: {info['quantization']}", highlight=False)
+    out.print(f"  weight tensor types: {info['weight_dtypes']}", highlight=False)
+    for key in ("tensor_dtypes",):
+        if key in info:
+            out.print(f"  all tensor types: {info[key]}", highlight=False)
+    out.print("  operators: " + ", ".join(f"{k}×{v}" for k, v in info["op_counts"].items()), highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""What every artifact writer receives and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class GraphSet:
+    """The graphs a writer may draw from for one target.
+
+    `int8_qdq` is the ONNX QDQ graph quantised with the target's settings (None when the
+    profile emits no ONNX int8 artifact); `calibration` is the dataset it was calibrated on,
+    for writers that run their own quantiser on the same samples.
+    """
+
+    float_onnx: Path
+    int8_qdq: Path | None = None
+    calibration: object = None
+    quant_settings: object = None
+
+
+@dataclass
+class Artifact:
+    """One file a device loads, plus what it needs to be run and checked."""
+
+    kind: str  # e.g. "ort-int8"
+    path: Path
+    runtime: str  # "onnxruntime" | "litert"
+    precision: str  # "float32" | "int8" | "float16" | "dynamic-int8"
+    # The ONNX graph whose math this artifact implements; "reference numerics" run it
+    # without fused int8 kernels.
+    reference_onnx: Path | None = None
+    extra_files: list[Path] = field(default_factory=list)
+    layout: dict = field(default_factory=dict)  # tensor name -> "NCHW" / "NHWC" / ...
+    quantization: dict = field(default_factory=dict)

@@ -1,0 +1,278 @@
+"""The build pipeline: the only module that knows the order of the stages.
+
+load → (compress) → export → clean → calibrate/quantise → emit per target → verify → bundle.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from . import __version__
+from .bundle import MANIFEST_SCHEMA, Staging, file_entry, write_manifest
+from .config import BuildConfig
+from .data import Dataset, load_dataset
+from .emit import GraphSet, writer_for
+from .errors import ConfigError
+from .graph import clean_float_graph, io_specs, load_onnx, op_counts, parameter_count
+from .hostinfo import host_info
+from .quantize import quantize_static, quantized_fraction, resolve_settings
+from .report import render_report
+from .targets import TargetProfile, resolve_target
+from .verify import baseline_outputs, verify_artifact
+
+
+class Reporter:
+    """Progress hooks; the CLI passes one that draws progress bars. Default: silent."""
+
+    def step(self, message: str) -> None:
+        pass
+
+    def track(self, description: str) -> Callable[[int, int], None]:
+        return lambda done, total: None
+
+
+@dataclass
+class BuildResult:
+    bundle: Path
+    passed: bool
+    manifest: dict
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+
+def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
+    """Build, verify and bundle a release. Raises EdgepackError on bad input."""
+    rep = reporter or Reporter()
+    extra_dirs = list(config.targets_dirs)
+    profiles = [resolve_target(t, extra_dirs) for t in config.targets]
+    if len({p.name for p in profiles}) != len(profiles):
+        raise ConfigError(f"targets: {config.targets} names a target twice")
+    final = Path(config.out).resolve() / f"{config.name}-{config.version}"
+
+    with Staging(final) as staging, tempfile.TemporaryDirectory(prefix="edgepack-") as tmp:
+        root, tmp = staging.path, Path(tmp)
+        rep.step("loading model")
+        float_path, source_info = _float_graph(config, tmp, rep)
+        baseline_dir = root / "baseline"
+        baseline_dir.mkdir()
+        shutil.copyfile(float_path, baseline_dir / "model.float.onnx")
+        float_path = baseline_dir / "model.float.onnx"
+        float_model = onnx.load(str(float_path))
+        inputs, outputs = io_specs(float_model)
+        if len(inputs) != 1:
+            from .errors import ModelError
+
+            raise ModelError(f"{source_info['path']}: the graph has {len(inputs)} inputs "
+                             f"({', '.join(i.name for i in inputs)}); edgepack supports single-input models")
+        in_spec = inputs[0]
+        batch = in_spec.shape[0]
+
+        rep.step("loading data")
+        d = config.data
+        calib = load_dataset(d.calibration, in_spec, x_key=d.x_key, y_key=d.y_key, preprocess=d.preprocess,
+                             limit=d.calibration_samples, role="calibration")
+        if d.evaluation:
+            evalset = load_dataset(d.evaluation, in_spec, x_key=d.x_key, y_key=d.y_key, preprocess=d.preprocess,
+                                   limit=d.evaluation_samples, role="evaluation")
+            eval_note = "held-out evaluation data"
+        else:
+            evalset, eval_note = calib, "calibration data (no evaluation data given: numbers are optimistic)"
+        n_eval = (len(evalset) // batch) * batch
+        x_eval, y_eval = evalset.x[:n_eval], (None if evalset.y is None else evalset.y[:n_eval])
+
+        rep.step("float baseline")
+        base = baseline_outputs(float_path, x_eval, y_eval, batch)
+        _write_reference_data(root, config, evalset, x_eval, y_eval, base, batch)
+
+        quantized: dict[str, Path] = {}
+        targets_manifest, failures = {}, []
+        for profile in profiles:
+            settings = resolve_settings(profile, config.quantization)
+            qdq = None
+            if "ort-int8" in profile.artifacts:  # the only kind built from the ONNX QDQ graph
+                if settings.key() not in quantized:
+                    rep.step(f"calibrating int8 ({settings.calibration_method}, reduce_range={settings.reduce_range})")
+                    qpath = tmp / f"model.int8.{len(quantized)}.onnx"
+                    quantize_static(float_path, calib, settings, qpath, progress=rep.track("calibration"))
+                    quantized[settings.key()] = qpath
+                qdq = quantized[settings.key()]
+            target_dir = root / profile.name
+            target_dir.mkdir()
+            if qdq is not None:
+                shutil.copyfile(qdq, target_dir / "model.int8.qdq.onnx")
+                qdq = target_dir / "model.int8.qdq.onnx"
+            graphs = GraphSet(float_onnx=float_path, int8_qdq=qdq, calibration=calib, quant_settings=settings)
+            rep.step(f"emitting artifacts for {profile.name}")
+            artifacts = []
+            for family in dict.fromkeys(k.split("-", 1)[0] for k in profile.artifacts):
+                artifacts += writer_for(family).emit(graphs, profile, target_dir)
+            entry = _verify_target(config, profile, artifacts, base, x_eval, y_eval, batch, root, rep, float_path)
+            entry["quantization_settings"] = settings.__dict__ if qdq is not None else None
+            targets_manifest[profile.name] = entry
+            failures += [f"{profile.name}/{a['kind']}: {v['gate']} = {v['value']} (threshold {v['threshold']})"
+                         for a in entry["artifacts"] for v in a["metrics"]["gates"] if v["passed"] is False]
+
+        passed = not failures
+        manifest = {
+            "schema": MANIFEST_SCHEMA,
+            "name": config.name,
+            "version": config.version,
+            "status": "passed" if passed else "failed",
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "config_hash": config.config_hash(),
+            "config": config.model_dump(mode="json"),
+            "tools": _tool_versions(source_info["kind"]),
+            "host": host_info(),
+            "source": source_info,
+            "model": {
+                "inputs": [dict(s.to_json(), layout=config.model.input_layout) for s in inputs],
+                "outputs": [s.to_json() for s in outputs],
+                "batch": batch,
+                "parameters": parameter_count(float_model),
+                "op_counts": op_counts(float_model),
+            },
+            "baseline": {**file_entry(float_path, root), "runtime": "onnxruntime", "precision": "float32",
+                         "metrics": base.metrics, "measured_on": "host (fp32; platform-independent within 1e-5)"},
+            "data": {
+                "calibration": {"source": calib.source, "samples": len(calib)},
+                "evaluation": {"source": evalset.source, "samples": n_eval, "labelled": y_eval is not None,
+                               "note": eval_note},
+            },
+            "golden": _golden_entry(root),
+            "reference_data": _reference_data_entry(root),
+            "targets": targets_manifest,
+            "gates_passed": passed,
+            "failures": failures,
+        }
+        write_manifest(manifest, root)
+        (root / "report.md").write_text(render_report(manifest))
+        bundle = staging.commit()
+    return BuildResult(bundle=bundle, passed=passed, manifest=manifest, failures=failures)
+
+
+def _float_graph(config: BuildConfig, tmp: Path, rep: Reporter) -> tuple[Path, dict]:
+    """Load the source and return a cleaned float ONNX path plus a description of the source."""
+    from .load import load_model
+
+    m = config.model
+    loaded = load_model(m)
+    if loaded.kind == "onnx":
+        model, source = load_onnx(loaded.onnx_path), str(loaded.onnx_path)
+    else:
+        if config.compress:
+            from .compress import compress  # torch-only stage
+
+            rep.step("compressing")
+            loaded.module = compress(loaded.module, config, rep)
+        from .export import export_torch
+
+        rep.step("exporting to ONNX")
+        raw = export_torch(loaded.module, tuple(m.input_shape), tmp / "exported.onnx", opset=m.opset)
+        model, source = load_onnx(raw), loaded.source
+    rep.step("cleaning float graph")
+    cleaned = clean_float_graph(model, source, m.input_shape)
+    out = tmp / "model.float.onnx"
+    onnx.save(cleaned, str(out))
+    return out, {"kind": loaded.kind, "path": source}
+
+
+def _write_reference_data(root: Path, config: BuildConfig, evalset: Dataset, x_eval, y_eval, base, batch: int):
+    """Golden inputs with float outputs, and the bundled eval subset with float outputs."""
+    golden_dir, data_dir = root / "golden", root / "data"
+    golden_dir.mkdir()
+    data_dir.mkdir()
+    g = min(len(x_eval), max(batch, (config.verify.golden_samples // batch) * batch or batch))
+    np.save(golden_dir / "inputs.npy", x_eval[:g])
+    np.savez(golden_dir / "reference_outputs.npz", *[o[:g] for o in base.outputs])
+    arrays = {"x": x_eval}
+    if y_eval is not None:
+        arrays["y"] = y_eval
+    np.savez(data_dir / "eval.npz", **arrays)
+    np.savez(data_dir / "eval_reference_outputs.npz", *base.outputs)
+
+
+def _golden_entry(root: Path) -> dict:
+    return {
+        "inputs": file_entry(root / "golden" / "inputs.npy", root),
+        "reference_outputs": file_entry(root / "golden" / "reference_outputs.npz", root),
+        "samples": int(np.load(root / "golden" / "inputs.npy").shape[0]),
+        "note": "reference outputs are the float baseline's, one array per model output (arr_0, arr_1, ...)",
+    }
+
+
+def _reference_data_entry(root: Path) -> dict:
+    return {
+        "eval": file_entry(root / "data" / "eval.npz", root),
+        "eval_reference_outputs": file_entry(root / "data" / "eval_reference_outputs.npz", root),
+    }
+
+
+def _verify_target(config, profile: TargetProfile, artifacts, base, x, y, batch, root, rep, float_path) -> dict:
+    gates = profile.gates.model_dump()
+    gates.update({k: v for k, v in config.gates.model_dump().items() if v is not None})
+    float_sizes = {a.runtime: a.path.stat().st_size for a in artifacts if a.precision == "float32"}
+    entries = []
+    for a in artifacts:
+        rep.step(f"verifying {profile.name}/{a.path.name}")
+        size = a.path.stat().st_size
+        ref_size = float_sizes.get(a.runtime, float_path.stat().st_size)
+        metrics = verify_artifact(a, profile, base, x, y, batch, gates=gates, size_ratio=size / ref_size,
+                                  warmup=config.verify.warmup_runs, runs=config.verify.latency_runs,
+                                  threads=config.verify.host_threads)
+        session_io = _session_io(a)
+        entries.append({
+            "kind": a.kind,
+            **file_entry(a.path, root),
+            "runtime": a.runtime,
+            "precision": a.precision,
+            "size_ratio": size / ref_size,
+            "files": [file_entry(f, root) for f in a.extra_files],
+            "reference_graph": file_entry(a.reference_onnx, root) if a.reference_onnx and a.reference_onnx.is_relative_to(root) else None,
+            "inputs": session_io["inputs"],
+            "outputs": session_io["outputs"],
+            "layout": a.layout or {i["name"]: config.model.input_layout for i in session_io["inputs"]},
+            "quantization": a.quantization,
+            "quantized_ops": quantized_fraction(onnx.load(str(a.reference_onnx))) if a.precision == "int8" and a.reference_onnx else None,
+            "metrics": metrics,
+        })
+    return {
+        "profile": profile.model_dump(mode="json"),
+        "threads": profile.threads,
+        "gates": gates,
+        "artifacts": entries,
+        "passed": all(e["metrics"]["passed"] for e in entries),
+    }
+
+
+def _session_io(artifact) -> dict:
+    from .runtimes import open_session
+
+    s = open_session(artifact.path, 1)
+    conv = lambda specs: [{"name": i.name, "shape": [int(d) if isinstance(d, (int, np.integer)) else d for d in i.shape],
+                           "dtype": i.dtype, "scale": i.scale, "zero_point": i.zero_point} for i in specs]
+    return {"inputs": conv(s.inputs), "outputs": conv(s.outputs)}
+
+
+def _tool_versions(source_kind: str) -> dict:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"edgepack": __version__, "python": platform.python_version()}
+    names = ["numpy", "onnx", "onnxruntime", "ai-edge-litert"] + (["torch", "onnxscript"] if source_kind == "torch" else [])
+    for n in names:
+        try:
+            out[n] = version(n)
+        except PackageNotFoundError:
+            out[n] = None
+    return out

@@ -1,0 +1,216 @@
+"""Static int8 quantisation of the float graph with ONNX Runtime's quantiser (QDQ format).
+
+Calibration methods are small classes with one job (translate edgepack's settings into
+ONNX Runtime's calibrator options); add one to `CALIBRATORS` to make it selectable.
+Targets with identical settings share one quantised graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .data import Dataset
+from .errors import ConfigError
+
+Progress = Callable[[int, int], None]
+
+
+class MinMaxCalibrator:
+    name = "minmax"
+
+    def ort_method(self):
+        from onnxruntime.quantization import CalibrationMethod
+
+        return CalibrationMethod.MinMax
+
+    def extra_options(self, settings: "QuantSettings") -> dict:
+        return {}
+
+
+class PercentileCalibrator(MinMaxCalibrator):
+    """Clips activation ranges at a percentile of |x| (robust to outliers)."""
+
+    name = "percentile"
+
+    def ort_method(self):
+        from onnxruntime.quantization import CalibrationMethod
+
+        return CalibrationMethod.Percentile
+
+    def extra_options(self, settings):
+        return {"CalibPercentile": settings.percentile}
+
+
+class EntropyCalibrator(MinMaxCalibrator):
+    """Chooses ranges minimising KL divergence between float and quantised histograms."""
+
+    name = "entropy"
+
+    def ort_method(self):
+        from onnxruntime.quantization import CalibrationMethod
+
+        return CalibrationMethod.Entropy
+
+    def extra_options(self, settings):
+        return {"CalibNumBins": 512, "CalibNumQuantizedBins": 128}
+
+
+CALIBRATORS = {c.name: c for c in (MinMaxCalibrator(), PercentileCalibrator(), EntropyCalibrator())}
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    per_channel: bool
+    activation_type: str
+    weight_type: str
+    calibration_method: str
+    percentile: float
+    reduce_range: bool
+    symmetric_activations: bool
+
+    def key(self) -> str:
+        return "-".join(f"{v}" for v in asdict(self).values())
+
+
+def resolve_settings(profile, overrides) -> QuantSettings:
+    """The profile's quantisation settings with the config's overrides applied."""
+    q = profile.quantization
+    o = overrides
+    reduce_range = o.reduce_range if o.reduce_range is not None else q.reduce_range
+    if reduce_range == "auto":
+        reduce_range = profile.resolved_reduce_range()
+    method = o.calibration_method or q.calibration_method
+    if method not in CALIBRATORS:
+        raise ConfigError(
+            f"quantization.calibration_method {method!r} is unknown; expected one of {', '.join(CALIBRATORS)}"
+        )
+    return QuantSettings(
+        per_channel=q.per_channel if o.per_channel is None else o.per_channel,
+        activation_type=o.activation_type or q.activation_type,
+        weight_type=q.weight_type,
+        calibration_method=method,
+        percentile=o.percentile or q.percentile,
+        reduce_range=bool(reduce_range),
+        symmetric_activations=q.symmetric_activations,
+    )
+
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over a Dataset, reporting progress."""
+
+    def __init__(self, input_name: str, dataset: Dataset, batch: int, progress: Progress | None):
+        self._batches = list(dataset.batches(batch))
+        self._it = iter(self._batches)
+        self._name = input_name
+        self._progress = progress
+        self._done = 0
+
+    def get_next(self):
+        x = next(self._it, None)
+        if x is None:
+            return None
+        self._done += 1
+        if self._progress:
+            self._progress(self._done, len(self._batches))
+        return {self._name: x}
+
+    def rewind(self):
+        self._it = iter(self._batches)
+        self._done = 0
+
+
+def quantize_static(float_path: Path, dataset: Dataset, settings: QuantSettings, out_path: Path,
+                    progress: Progress | None = None) -> Path:
+    """Write a QDQ int8 model calibrated on `dataset`; returns its path."""
+    from onnxruntime.quantization import QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    model = onnx.load(str(float_path))
+    inp = [i for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}][0]
+    batch = inp.type.tensor_type.shape.dim[0].dim_value or 1
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    calibrator = CALIBRATORS[settings.calibration_method]
+    extra = {
+        "ActivationSymmetric": settings.symmetric_activations,
+        "WeightSymmetric": True,
+        **calibrator.extra_options(settings),
+    }
+    with contextlib.redirect_stdout(io.StringIO()), _quiet():
+        ort_quantize_static(
+            str(float_path),
+            str(out_path),
+            _Reader(inp.name, dataset, batch, progress),
+            quant_format=QuantFormat.QDQ,
+            per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
+            activation_type=qtype[settings.activation_type],
+            weight_type=qtype[settings.weight_type],
+            calibrate_method=calibrator.ort_method(),
+            extra_options=extra,
+        )
+    return Path(out_path)
+
+
+@contextlib.contextmanager
+def _quiet():
+    log = logging.getLogger()
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def io_quant_params(model: onnx.ModelProto) -> dict:
+    """Scale / zero point of the Q at each graph input and the DQ at each graph output.
+
+    For a QDQ model with float I/O these say how the model quantises its input and
+    dequantises its output; they are what a device needs to feed int8 data directly.
+    """
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consts = {}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    consts[n.output[0]] = numpy_helper.to_array(a.t)
+    values = {**inits, **consts}
+
+    def params(node):
+        scale = values.get(node.input[1])
+        zp = values.get(node.input[2]) if len(node.input) > 2 else None
+        return {
+            "scale": np.asarray(scale).astype(float).ravel().tolist() if scale is not None else None,
+            "zero_point": np.asarray(zp).astype(int).ravel().tolist() if zp is not None else None,
+            "dtype": np.asarray(zp).dtype.name if zp is not None else None,
+        }
+
+    inputs = {i.name for i in model.graph.input}
+    outputs = {o.name for o in model.graph.output}
+    result = {"inputs": {}, "outputs": {}}
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] in inputs:
+            result["inputs"][n.input[0]] = params(n)
+        if n.op_type == "DequantizeLinear" and n.output[0] in outputs:
+            result["outputs"][n.output[0]] = params(n)
+    return result
+
+
+def quantized_fraction(model: onnx.ModelProto) -> dict:
+    """How much of the compute sits between Q/DQ pairs: counts of compute ops with DQ inputs."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    compute = [n for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear", "Constant")]
+    quantized = [n for n in compute if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
+                                           for i in n.input)]
+    float_only = sorted({n.op_type for n in compute} - {n.op_type for n in quantized})
+    return {"compute_nodes": len(compute), "quantized_nodes": len(quantized), "float_op_types": float_only}

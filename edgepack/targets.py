@@ -1,0 +1,181 @@
+"""Target profiles: what to emit for a device, with which settings, threads and gates.
+
+Profiles are data (`targets/<name>.toml`); adding a device is adding a file. Code reads a
+profile's fields and never branches on its name.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+ArtifactKind = Literal[
+    "ort-float",
+    "ort-int8",
+    "tflite-float32",
+    "tflite-float16",
+    "tflite-dynamic-int8",
+    "tflite-int8",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CpuSpec(_Strict):
+    arch: Literal["aarch64", "x86_64", "armv7l"]
+    model: str = Field(description="CPU model, e.g. cortex-a72; also the qemu -cpu name for ARM")
+    cores: int = Field(ge=1)
+    # ISA extensions the device is guaranteed to have, in /proc/cpuinfo spelling
+    # (e.g. "avx2", "avx512_vnni", "avx_vnni", "asimddp", "i8mm").
+    features: tuple[str, ...] = ()
+
+
+class QuantizationSettings(_Strict):
+    format: Literal["qdq"] = "qdq"
+    per_channel: bool = True
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    weight_type: Literal["int8", "uint8"] = "int8"
+    calibration_method: str = "minmax"
+    percentile: float = Field(99.999, gt=0, le=100)
+    # "auto": 7-bit weights only where the device's x86 int8 kernels can saturate
+    # (x86-64 without VNNI, as documented by ONNX Runtime); ARM never pays for it.
+    reduce_range: bool | Literal["auto"] = "auto"
+    symmetric_activations: bool = False
+
+
+class OrtSettings(_Strict):
+    optimization_style: Literal["fixed", "runtime"] = "fixed"
+    target_platform: Literal["arm", "amd64"]
+    # Exclude layout transforms that depend on the build host's SIMD width (see emit/ort.py).
+    portable_layout: bool = True
+
+
+class TfliteSettings(_Strict):
+    io_type: Literal["float32", "int8", "uint8"] = "float32"
+    layout: Literal["NHWC", "NCHW"] = "NHWC"
+    xnnpack: bool = True
+
+
+class Gates(_Strict):
+    max_accuracy_drop: float | None = Field(1.0, ge=0, description="top-1 points vs float")
+    min_sqnr_db: float | None = Field(30.0, description="used when eval data has no labels")
+    max_latency_ms: float | None = Field(None, gt=0, description="p50 latency")
+    max_size_ratio: float | None = Field(None, gt=0, description="quantised artifacts vs float")
+
+
+class DeviceRuntime(_Strict):
+    """Versions the device runs; used by device-exact verification."""
+
+    python: str = "3.11"
+    onnxruntime: str | None = None
+    ai_edge_litert: str | None = None
+    tflite_runtime: str | None = None
+
+
+class TargetProfile(_Strict):
+    name: str
+    description: str = ""
+    cpu: CpuSpec
+    threads: int = Field(ge=1)
+    artifacts: tuple[ArtifactKind, ...] = Field(min_length=1)
+    quantization: QuantizationSettings = QuantizationSettings()
+    ort: OrtSettings
+    tflite: TfliteSettings = TfliteSettings()
+    gates: Gates = Gates()
+    device_runtime: DeviceRuntime = DeviceRuntime()
+    round_to: int = Field(8, ge=1, description="SIMD-friendly channel multiple for pruning")
+
+    @property
+    def has_int8_dot_product(self) -> bool:
+        """Whether the device's int8 GEMM kernels can accumulate without int16 saturation."""
+        if self.cpu.arch != "x86_64":
+            return True
+        return any("vnni" in f for f in self.cpu.features)
+
+    def resolved_reduce_range(self) -> bool:
+        setting = self.quantization.reduce_range
+        if setting == "auto":
+            return not self.has_int8_dot_product
+        return bool(setting)
+
+    def matches_host(self) -> bool:
+        """True when host-measured numbers come from the same ISA family as the device."""
+        return self.cpu.arch == host_arch()
+
+
+def host_arch() -> str:
+    machine = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+def builtin_targets_dir() -> Path:
+    """The profiles shipped with edgepack (in the wheel, or the source checkout)."""
+    packaged = Path(__file__).with_name("_targets")
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "targets"
+
+
+def _search_dirs(extra: list[Path] | None) -> list[Path]:
+    dirs = list(extra or [])
+    env = os.environ.get("EDGEPACK_TARGETS_PATH")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs.append(builtin_targets_dir())
+    return dirs
+
+
+def load_profile(path: Path) -> TargetProfile:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read target profile ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    data.setdefault("name", path.stem)
+    try:
+        return TargetProfile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_first_error(exc)}") from None
+
+
+def load_targets(extra_dirs: list[Path] | None = None) -> dict[str, TargetProfile]:
+    """All profiles found, by name; earlier directories win over the built-in ones."""
+    found: dict[str, TargetProfile] = {}
+    for d in reversed(_search_dirs(extra_dirs)):
+        if d.is_dir():
+            for p in sorted(d.glob("*.toml")):
+                profile = load_profile(p)
+                found[profile.name] = profile
+    return found
+
+
+def resolve_target(spec: str, extra_dirs: list[Path] | None = None) -> TargetProfile:
+    """A profile by name, or from a path to a `.toml` file."""
+    if spec.endswith(".toml"):
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"target profile file {spec} does not exist")
+        return load_profile(path)
+    available = load_targets(extra_dirs)
+    if spec not in available:
+        raise ConfigError(
+            f"unknown target {spec!r}; expected one of: {', '.join(sorted(available))} "
+            "(or a path to a profile .toml)"
+        )
+    return available[spec]
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    return f"field '{loc}': {err['msg']}"

@@ -1,0 +1,69 @@
+"""Host-side verification of artifacts against the float baseline.
+
+For each artifact it records up to two kinds of numbers and says which is which:
+- "host": the artifact file itself, run by this machine's runtime build (fused int8
+  kernels of this CPU). Equal to the device's numbers only when the device runs the same
+  kernels.
+- "reference": the artifact's QDQ graph executed op by op without graph optimisation, so
+  int8 math is dequantise → float op → requantise. It is the device-independent meaning of
+  the quantised model, free of any one CPU's kernel shortcuts.
+Latency is always host latency and labelled with the host CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .gates import all_passed, evaluate_gates
+from .hostinfo import host_info, usable_cores
+from .metrics import measure_latency, output_metrics, run_all
+from .runtimes import open_session
+
+
+@dataclass
+class Baseline:
+    outputs: list[np.ndarray]
+    metrics: dict
+
+
+def baseline_outputs(float_onnx, x: np.ndarray, labels, batch: int) -> Baseline:
+    """Float reference: the cleaned float ONNX in ONNX Runtime (fp32, 1 thread)."""
+    session = open_session(float_onnx, threads=1)
+    outs = run_all(session, x, batch)
+    metrics = output_metrics(outs[0], outs[0], labels)
+    for k in ("top1_agreement", "sqnr_db", "max_abs_error"):
+        metrics.pop(k)
+    return Baseline(outs, metrics)
+
+
+def verify_artifact(artifact, profile, baseline: Baseline, x, labels, batch: int, *, gates: dict,
+                    size_ratio: float | None, warmup: int, runs: int, threads: int | None = None) -> dict:
+    """Measure one artifact; returns the manifest's per-artifact `metrics` block."""
+    threads = min(threads or profile.threads, usable_cores())
+    session = open_session(artifact.path, threads)
+    numerics = {"host": output_metrics(baseline.outputs[0], run_all(session, x, batch)[0], labels)}
+    if artifact.precision != "float32" and artifact.reference_onnx is not None and artifact.reference_onnx.suffix == ".onnx":
+        ref_session = open_session(artifact.reference_onnx, 1, reference=True)
+        numerics["reference"] = output_metrics(baseline.outputs[0], run_all(ref_session, x, batch)[0], labels)
+    latency = measure_latency(session, x[:batch], warmup, runs)
+    host = host_info()
+    latency.update({"measured_on": "host", "cpu": host["cpu"], "arch": host["arch"],
+                    "profile_threads": profile.threads})
+    same_isa = profile.matches_host()
+    # Gates read the numbers closest to the device: the host's own when the host runs the
+    # device's ISA family, otherwise the reference numerics.
+    gate_numerics = "host" if same_isa or "reference" not in numerics else "reference"
+    verdicts = evaluate_gates(gates, metrics=numerics[gate_numerics], baseline=baseline.metrics,
+                              precision=artifact.precision, size_ratio=size_ratio, latency=latency,
+                              latency_is_device=same_isa)
+    return {
+        "numerics": numerics,
+        "gate_numerics": gate_numerics,
+        "latency": latency,
+        "host_is_target_isa": same_isa,
+        "gates": verdicts,
+        "passed": all_passed(verdicts),
+        "runtime_version": session.version,
+    }
