@@ -170,7 +170,7 @@ def verify(
             m = a.get("metrics")
             detail = ""
             if m:
-                detail = (f"top-1 {m['top1']:.2f} % " if "top1" in m else "") + f"SQNR {m['sqnr_db']:.1f} dB ({a['numerics']})"
+                detail = (f"top-1 {m['top1']:.2f} % " if "top1" in m else "") + f"SQNR {m['sqnr_db']:.1f} dB ({a['gate_numerics']} numerics)"
             out.print(f"{'PASS' if a['passed'] else 'FAIL'} {tname}/{a['kind']} {detail}", highlight=False)
     out.print("verified" if result["passed"] else "verification FAILED")
     raise typer.Exit(0 if result["passed"] else 1)
