@@ -28,7 +28,7 @@ from .errors import BundleError, EdgepackError
 from .gates import all_passed, evaluate_gates
 from .hostinfo import host_info, usable_cores
 from .metrics import measure_latency, output_metrics, run_all
-from .runtimes import RuntimeUnavailable, open_session
+from .runtimes import RuntimeUnavailable, open_artifact, reference_session
 
 RESULT_SCHEMA = "edgepack.device-result/1"
 # Float artifacts must reproduce the float reference outputs closely on any CPU.
@@ -107,7 +107,7 @@ def verify_bundle(bundle: Path | str, target: str | None = None, *, threads: int
                 tres["artifacts"].append(ares)
                 continue
             try:
-                session = open_session(root / a["path"], n_threads)
+                session = open_artifact(root / a["path"], n_threads, a.get("layout"))
             except RuntimeUnavailable as exc:
                 problems.append(str(exc))
                 ares.update(passed=False, error=f"runtime unavailable: {exc}")
@@ -123,12 +123,14 @@ def verify_bundle(bundle: Path | str, target: str | None = None, *, threads: int
             numerics = {label: output_metrics(ref, run_all(session, x, batch)[0], y)}
             gate_numerics = label
             ref_graph = a.get("reference_graph")
-            if not same_isa and ref_graph and a["precision"] != "float32" and _check_file(root, ref_graph, problems):
+            if not same_isa and a["precision"] != "float32" and _check_file(root, ref_graph, problems):
                 # This machine's kernels are not the device's: judge on the reference numerics.
                 try:
-                    ref_session = open_session(root / ref_graph["path"], 1, reference=True)
-                    numerics["reference"] = output_metrics(ref, run_all(ref_session, x, batch)[0], y)
-                    gate_numerics = "reference"
+                    ref_session = reference_session(root / a["path"], a["precision"], a["runtime"], a.get("layout"),
+                                                    root / ref_graph["path"] if ref_graph else None)
+                    if ref_session is not None:
+                        numerics["reference"] = output_metrics(ref, run_all(ref_session, x, batch)[0], y)
+                        gate_numerics = "reference"
                 except RuntimeUnavailable:
                     pass  # e.g. a TFLite-only device without onnxruntime
             metrics = numerics[gate_numerics]

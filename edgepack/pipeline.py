@@ -96,6 +96,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         _write_reference_data(root, config, evalset, x_eval, y_eval, base, batch)
 
         quantized: dict[str, Path] = {}
+        emit_cache: dict = {}
         targets_manifest, failures = {}, []
         for profile in profiles:
             settings = resolve_settings(profile, config.quantization)
@@ -112,7 +113,8 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
             if qdq is not None:
                 shutil.copyfile(qdq, target_dir / "model.int8.qdq.onnx")
                 qdq = target_dir / "model.int8.qdq.onnx"
-            graphs = GraphSet(float_onnx=float_path, int8_qdq=qdq, calibration=calib, quant_settings=settings)
+            graphs = GraphSet(float_onnx=float_path, int8_qdq=qdq, calibration=calib, quant_settings=settings,
+                              cache=emit_cache, progress=rep.track("calibration (TFLite)"))
             rep.step(f"emitting artifacts for {profile.name}")
             artifacts = []
             for family in dict.fromkeys(k.split("-", 1)[0] for k in profile.artifacts):
@@ -241,7 +243,7 @@ def _verify_target(config, profile: TargetProfile, artifacts, base, x, y, batch,
             "reference_graph": file_entry(a.reference_onnx, root) if a.reference_onnx and a.reference_onnx.is_relative_to(root) else None,
             "inputs": session_io["inputs"],
             "outputs": session_io["outputs"],
-            "layout": a.layout or {i["name"]: config.model.input_layout for i in session_io["inputs"]},
+            "layout": a.layout or _onnx_layout(session_io, config.model.input_layout),
             "quantization": a.quantization,
             "quantized_ops": quantized_fraction(onnx.load(str(a.reference_onnx))) if a.precision == "int8" and a.reference_onnx else None,
             "metrics": metrics,
@@ -253,6 +255,15 @@ def _verify_target(config, profile: TargetProfile, artifacts, base, x, y, batch,
         "artifacts": entries,
         "passed": all(e["metrics"]["passed"] for e in entries),
     }
+
+
+def _onnx_layout(session_io: dict, input_layout: str) -> dict:
+    """Layout block for an artifact whose tensors are laid out as in the ONNX graph."""
+    names = {2: "NC", 3: "NCL"}
+    entry = lambda t, lay: {"name": t["name"], "layout": lay, "perm": list(range(len(t["shape"])))}
+    return {"inputs": [entry(t, input_layout) for t in session_io["inputs"]],
+            "outputs": [entry(t, "NCHW" if len(t["shape"]) == 4 else names.get(len(t["shape"]), "ND"))
+                        for t in session_io["outputs"]]}
 
 
 def _session_io(artifact) -> dict:

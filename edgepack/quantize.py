@@ -144,7 +144,7 @@ def quantize_static(float_path: Path, dataset: Dataset, settings: QuantSettings,
         "WeightSymmetric": True,
         **calibrator.extra_options(settings),
     }
-    with contextlib.redirect_stdout(io.StringIO()), _quiet():
+    with contextlib.redirect_stdout(io.StringIO()), _quiet(), _as_model_error(float_path):
         ort_quantize_static(
             str(float_path),
             str(out_path),
@@ -158,6 +158,19 @@ def quantize_static(float_path: Path, dataset: Dataset, settings: QuantSettings,
             extra_options=extra,
         )
     return Path(out_path)
+
+
+@contextlib.contextmanager
+def _as_model_error(path):
+    from .errors import EdgepackError, ModelError
+
+    try:
+        yield
+    except EdgepackError:
+        raise
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise ModelError(f"{path}: ONNX Runtime's static quantiser failed: {type(exc).__name__}: {text}") from None
 
 
 @contextlib.contextmanager

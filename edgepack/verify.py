@@ -19,7 +19,7 @@ import numpy as np
 from .gates import all_passed, evaluate_gates
 from .hostinfo import host_info, usable_cores
 from .metrics import measure_latency, output_metrics, run_all
-from .runtimes import open_session
+from .runtimes import open_artifact, open_session, reference_session
 
 
 @dataclass
@@ -42,10 +42,11 @@ def verify_artifact(artifact, profile, baseline: Baseline, x, labels, batch: int
                     size_ratio: float | None, warmup: int, runs: int, threads: int | None = None) -> dict:
     """Measure one artifact; returns the manifest's per-artifact `metrics` block."""
     threads = min(threads or profile.threads, usable_cores())
-    session = open_session(artifact.path, threads)
+    session = open_artifact(artifact.path, threads, artifact.layout)
     numerics = {"host": output_metrics(baseline.outputs[0], run_all(session, x, batch)[0], labels)}
-    if artifact.precision != "float32" and artifact.reference_onnx is not None and artifact.reference_onnx.suffix == ".onnx":
-        ref_session = open_session(artifact.reference_onnx, 1, reference=True)
+    ref_session = reference_session(artifact.path, artifact.precision, artifact.runtime, artifact.layout,
+                                    artifact.reference_onnx)
+    if ref_session is not None:
         numerics["reference"] = output_metrics(baseline.outputs[0], run_all(ref_session, x, batch)[0], labels)
     latency = measure_latency(session, x[:batch], warmup, runs)
     host = host_info()

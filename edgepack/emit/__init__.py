@@ -10,6 +10,7 @@ from .base import Artifact, GraphSet
 
 WRITERS = {
     "ort": "edgepack.emit.ort",
+    "tflite": "edgepack.emit.tflite",
 }
 
 

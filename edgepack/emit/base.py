@@ -19,6 +19,9 @@ class GraphSet:
     int8_qdq: Path | None = None
     calibration: object = None
     quant_settings: object = None
+    # Shared by all targets of one build, so identical conversions run once.
+    cache: dict = field(default_factory=dict)
+    progress: object = None
 
 
 @dataclass
@@ -33,5 +36,7 @@ class Artifact:
     # without fused int8 kernels.
     reference_onnx: Path | None = None
     extra_files: list[Path] = field(default_factory=list)
-    layout: dict = field(default_factory=dict)  # tensor name -> "NCHW" / "NHWC" / ...
+    # {"inputs": [{"name", "layout", "perm"}], "outputs": [...]}: the artifact's tensor is
+    # the ONNX value transposed by perm. Empty: same layout as the ONNX graph.
+    layout: dict = field(default_factory=dict)
     quantization: dict = field(default_factory=dict)

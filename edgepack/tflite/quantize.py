@@ -1,0 +1,143 @@
+"""TFLite precision variants of a float32 TFLite model.
+
+- float16: float constants stored as float16, widened by DEQUANTIZE ops at load
+  (what TFLite's own float16 post-training quantisation does).
+- dynamic-range int8: convolution / fully-connected weights stored as symmetric int8
+  (per output channel for convolutions); activations stay float and the kernels
+  quantise them on the fly. Not an integer model; named "dynamic-int8" so nobody mistakes it.
+- full-integer int8: LiteRT's own post-training quantiser (the calibration wrapper that
+  ai-edge-litert ships) calibrated on edgepack's calibration samples; every op runs in
+  int8 and, by configuration, the model I/O is int8/uint8 or float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from ai_edge_litert.tools import flatbuffer_utils
+
+from ..errors import ModelError
+from .builder import TFLITE_FILE_IDENTIFIER
+
+BOP = schema.BuiltinOperator
+# Weights smaller than this stay float in dynamic-range mode (as in TFLite's converter).
+DYNAMIC_MIN_ELEMENTS = 1024
+
+
+def _load(model_bytes: bytes):
+    return flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+
+
+def _save(model) -> bytes:
+    import flatbuffers
+
+    b = flatbuffers.Builder(1024)
+    b.Finish(model.Pack(b), file_identifier=TFLITE_FILE_IDENTIFIER)
+    return bytes(b.Output())
+
+
+def _opcode_index(model, builtin: int) -> int:
+    for i, c in enumerate(model.operatorCodes):
+        if c.builtinCode == builtin:
+            return i
+    code = schema.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
+    code.version = 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def _buffer_array(model, tensor, dtype) -> np.ndarray:
+    data = model.buffers[tensor.buffer].data
+    return np.frombuffer(np.asarray(data, np.uint8).tobytes(), dtype=dtype).reshape(tensor.shape)
+
+
+def to_float16(model_bytes: bytes) -> bytes:
+    model = _load(model_bytes)
+    g = model.subgraphs[0]
+    deq = _opcode_index(model, BOP.DEQUANTIZE)
+    new_ops = []
+    for i, t in enumerate(list(g.tensors)):
+        if t.type != schema.TensorType.FLOAT32 or not t.buffer or model.buffers[t.buffer].data is None:
+            continue
+        half = _buffer_array(model, t, np.float32).astype(np.float16)
+        t16 = schema.TensorT()
+        t16.name = (t.name.decode() if isinstance(t.name, bytes) else t.name) + "_fp16"
+        t16.shape, t16.type = t.shape, schema.TensorType.FLOAT16
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(half.tobytes(), np.uint8)
+        model.buffers[t.buffer] = buf  # reuse the float32 buffer slot for the float16 data
+        t16.buffer, t.buffer = t.buffer, 0
+        g.tensors.append(t16)
+        op = schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = deq, np.asarray([len(g.tensors) - 1], np.int32), np.asarray([i], np.int32)
+        new_ops.append(op)
+    g.operators = new_ops + list(g.operators)
+    return _save(model)
+
+
+def to_dynamic_range_int8(model_bytes: bytes) -> bytes:
+    model = _load(model_bytes)
+    g = model.subgraphs[0]
+    weight_slot = {BOP.CONV_2D: 0, BOP.DEPTHWISE_CONV_2D: 3, BOP.FULLY_CONNECTED: None}
+    for op in g.operators:
+        code = model.operatorCodes[op.opcodeIndex].builtinCode
+        if code not in weight_slot:
+            continue
+        t = g.tensors[op.inputs[1]]
+        if t.type != schema.TensorType.FLOAT32 or not t.buffer or int(np.prod(t.shape)) < DYNAMIC_MIN_ELEMENTS:
+            continue
+        w = _buffer_array(model, t, np.float32)
+        axis = weight_slot[code]
+        reduce_axes = tuple(a for a in range(w.ndim) if a != axis) if axis is not None else None
+        amax = np.max(np.abs(w), axis=reduce_axes, keepdims=axis is not None)
+        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        q = np.clip(np.round(w / scale), -127, 127).astype(np.int8)
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(q.tobytes(), np.uint8)
+        model.buffers[t.buffer] = buf
+        t.type = schema.TensorType.INT8
+        qp = schema.QuantizationParametersT()
+        qp.scale = scale.reshape(-1).tolist()
+        qp.zeroPoint = [0] * len(qp.scale)
+        qp.quantizedDimension = axis or 0
+        t.quantization = qp
+        if code == BOP.FULLY_CONNECTED and op.builtinOptions is not None:
+            op.builtinOptions.asymmetricQuantizeInputs = True
+        elif code in (BOP.CONV_2D, BOP.DEPTHWISE_CONV_2D):
+            model.operatorCodes[op.opcodeIndex].version = max(model.operatorCodes[op.opcodeIndex].version, 2)
+    return _save(model)
+
+
+def to_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progress=None) -> bytes:
+    """Full-integer quantisation by LiteRT's calibrating quantiser.
+
+    `samples` yields model-shaped input arrays already in the TFLite model's input layout.
+    """
+    from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as calibration
+
+    samples = list(samples)
+    if not samples:
+        raise ModelError("full-integer TFLite quantisation needs calibration samples; got none")
+    io_dtype = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}[io_type]
+    try:
+        wrapper = calibration.CalibrationWrapper(model_bytes, [], [])
+        wrapper.Prepare([list(samples[0].shape)])
+        for i, x in enumerate(samples):
+            wrapper.FeedTensor([np.ascontiguousarray(x, np.float32)])
+            if progress:
+                progress(i + 1, len(samples))
+        quantized = wrapper.QuantizeModel(
+            np.dtype(io_dtype).num,  # model input type
+            np.dtype(io_dtype).num,  # model output type
+            False,                   # allow float fallback: no, every op must be integer
+            np.dtype(np.int8).num,   # activation type
+            np.dtype(np.int32).num,  # bias type
+            False,                   # disable per-channel
+            False,                   # disable per-channel for dense layers
+        )
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise ModelError(f"LiteRT's full-integer quantiser rejected the model: {text}") from None
+    return bytes(quantized)
