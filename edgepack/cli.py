@@ -82,6 +82,8 @@ def build(
     calibration_method: Optional[str] = typer.Option(None, "--calibration-method", help="minmax | percentile | entropy"),
     calibration_samples: int = typer.Option(200, "--calibration-samples"),
     latency_runs: int = typer.Option(50, "--latency-runs"),
+    tflite_io: Optional[str] = typer.Option(None, "--tflite-io", help="full-int8 TFLite I/O type: int8 | uint8 | float32"),
+    tflite_layout: Optional[str] = typer.Option(None, "--tflite-layout", help="TFLite I/O layout: NHWC | NCHW"),
     json_out: bool = typer.Option(False, "--json", help="print the manifest as JSON on stdout"),
 ):
     """Build, verify and bundle a release; exit 1 if a gate fails."""
@@ -109,6 +111,7 @@ def build(
                 "targets": [t.strip() for t in targets.split(",") if t.strip()],
                 "quantization": {"calibration_method": calibration_method},
                 "verify": {"latency_runs": latency_runs},
+                "tflite": {"io_type": tflite_io, "layout": tflite_layout},
             }
             cfg = config_from_dict(data, source="command line")
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

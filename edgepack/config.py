@@ -89,6 +89,11 @@ class QuantOverrides(_Strict):
     activation_type: Literal["uint8", "int8"] | None = None
 
 
+class TfliteOverrides(_Strict):
+    io_type: Literal["float32", "int8", "uint8"] | None = Field(None, description="full-int8 model I/O type")
+    layout: Literal["NHWC", "NCHW"] | None = Field(None, description="TFLite model I/O layout for 4-D tensors")
+
+
 class BuildConfig(_Strict):
     name: str
     version: str = "0.1.0"
@@ -98,6 +103,7 @@ class BuildConfig(_Strict):
     targets: list[str] = Field(min_length=1)
     targets_dirs: list[Path] = []
     quantization: QuantOverrides = QuantOverrides()
+    tflite: TfliteOverrides = TfliteOverrides()
     gates: GateOverrides = GateOverrides()
     verify: VerifySection = VerifySection()
     # Compression stages (torch sources only); an ordered list of tables, see README.

@@ -87,4 +87,61 @@ def _quant_summary(ops: dict, weight_types: Counter) -> str:
     return "none (float)"
 
 
-_INSPECTORS = {".onnx": _inspect_onnx, ".ort": _inspect_ort}
+def _inspect_tflite(path: Path) -> dict:
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from .tflite.builder import OPERATOR_NAMES, TENSOR_TYPE_NAMES
+
+    try:
+        model = flatbuffer_utils.read_model(str(path))
+    except Exception as exc:
+        raise ModelError(f"{path}: not a readable TFLite flatbuffer ({exc})") from None
+    g = model.subgraphs[0]
+    ops: Counter = Counter()
+    for op in g.operators:
+        ops[OPERATOR_NAMES.get(model.operatorCodes[op.opcodeIndex].builtinCode, "CUSTOM")] += 1
+    activation_types: Counter = Counter()
+    weight_types: Counter = Counter()
+    for t in g.tensors:
+        tname = TENSOR_TYPE_NAMES.get(t.type, str(t.type)).lower()
+        tname = {"float": "float32"}.get(tname, tname)
+        if t.buffer and model.buffers[t.buffer].data is not None:
+            weight_types[tname] += 1
+        else:
+            activation_types[tname] += 1
+
+    def io(indices):
+        out = []
+        for i in indices:
+            t = g.tensors[i]
+            q = t.quantization
+            scale = float(q.scale[0]) if q is not None and q.scale is not None and len(q.scale) else None
+            zp = int(q.zeroPoint[0]) if scale is not None else None
+            out.append({"name": t.name.decode() if isinstance(t.name, bytes) else t.name, "shape": [int(d) for d in t.shape],
+                        "dtype": {"float": "float32"}.get(TENSOR_TYPE_NAMES[t.type].lower(), TENSOR_TYPE_NAMES[t.type].lower()),
+                        "scale": scale, "zero_point": zp})
+        return out
+
+    float_compute = sorted(k for k in ops if k not in ("QUANTIZE", "DEQUANTIZE")) if activation_types.get("float32") else []
+    if activation_types.get("float32", 0) == 0 and (activation_types.get("int8") or activation_types.get("uint8")):
+        quant = "full integer: every activation tensor is int8/uint8"
+    elif weight_types.get("int8") and activation_types.get("float32"):
+        quant = f"mixed: {weight_types['int8']} int8 weight tensors, {activation_types['float32']} float32 activation tensors"
+    elif weight_types.get("float16"):
+        quant = "float16 weights, float32 activations"
+    else:
+        quant = "none (float)"
+    return {
+        "format": f"TFLite flatbuffer (schema v{model.version})",
+        "inputs": io(g.inputs),
+        "outputs": io(g.outputs),
+        "op_counts": dict(sorted(ops.items())),
+        "weight_dtypes": dict(weight_types),
+        "tensor_dtypes": {"activations": dict(activation_types), "constants": dict(weight_types)},
+        "quantization": quant,
+        "float_ops": float_compute,
+    }
+
+
+_INSPECTORS = {".onnx": _inspect_onnx, ".ort": _inspect_ort, ".tflite": _inspect_tflite}

@@ -23,7 +23,8 @@ from .emit import GraphSet, writer_for
 from .errors import ConfigError
 from .graph import clean_float_graph, io_specs, load_onnx, op_counts, parameter_count
 from .hostinfo import host_info
-from .quantize import quantize_static, quantized_fraction, resolve_settings
+from .quantize import (calibrate, calibration_key, quantize_static, quantized_fraction, ranges_by_name,
+                       resolve_settings)
 from .report import render_report
 from .targets import TargetProfile, resolve_target
 from .verify import baseline_outputs, verify_artifact
@@ -55,7 +56,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     """Build, verify and bundle a release. Raises EdgepackError on bad input."""
     rep = reporter or Reporter()
     extra_dirs = list(config.targets_dirs)
-    profiles = [resolve_target(t, extra_dirs) for t in config.targets]
+    profiles = [_with_overrides(resolve_target(t, extra_dirs), config) for t in config.targets]
     if len({p.name for p in profiles}) != len(profiles):
         raise ConfigError(f"targets: {config.targets} names a target twice")
     final = Path(config.out).resolve() / f"{config.name}-{config.version}"
@@ -95,26 +96,31 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         base = baseline_outputs(float_path, x_eval, y_eval, batch)
         _write_reference_data(root, config, evalset, x_eval, y_eval, base, batch)
 
-        quantized: dict[str, Path] = {}
+        quantized: dict[str, tuple[Path, dict]] = {}
+        calibrations: dict[str, object] = {}
         emit_cache: dict = {}
         targets_manifest, failures = {}, []
         for profile in profiles:
             settings = resolve_settings(profile, config.quantization)
-            qdq = None
-            if "ort-int8" in profile.artifacts:  # the only kind built from the ONNX QDQ graph
-                if settings.key() not in quantized:
-                    rep.step(f"calibrating int8 ({settings.calibration_method}, reduce_range={settings.reduce_range})")
-                    qpath = tmp / f"model.int8.{len(quantized)}.onnx"
-                    quantize_static(float_path, calib, settings, qpath, progress=rep.track("calibration"))
-                    quantized[settings.key()] = qpath
-                qdq = quantized[settings.key()]
             target_dir = root / profile.name
             target_dir.mkdir()
-            if qdq is not None:
+            qdq, ranges = None, None
+            if "ort-int8" in profile.artifacts or "tflite-int8" in profile.artifacts:
+                ckey = calibration_key(settings)
+                if ckey not in calibrations:
+                    rep.step(f"calibrating ({settings.calibration_method}, {len(calib)} samples)")
+                    calibrations[ckey] = calibrate(float_path, calib, settings, progress=rep.track("calibration"))
+                if settings.key() not in quantized:
+                    rep.step(f"quantising ONNX to int8 (reduce_range={settings.reduce_range})")
+                    qpath = tmp / f"model.int8.{len(quantized)}.onnx"
+                    quantize_static(float_path, calib, settings, qpath, ranges=calibrations[ckey])
+                    quantized[settings.key()] = (qpath, ranges_by_name(calibrations[ckey]))
+                qdq, ranges = quantized[settings.key()]
+            if "ort-int8" in profile.artifacts:
                 shutil.copyfile(qdq, target_dir / "model.int8.qdq.onnx")
                 qdq = target_dir / "model.int8.qdq.onnx"
             graphs = GraphSet(float_onnx=float_path, int8_qdq=qdq, calibration=calib, quant_settings=settings,
-                              cache=emit_cache, progress=rep.track("calibration (TFLite)"))
+                              ranges=ranges, cache=emit_cache, progress=rep.track("calibration (TFLite)"))
             rep.step(f"emitting artifacts for {profile.name}")
             artifacts = []
             for family in dict.fromkeys(k.split("-", 1)[0] for k in profile.artifacts):
@@ -161,6 +167,15 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         (root / "report.md").write_text(render_report(manifest))
         bundle = staging.commit()
     return BuildResult(bundle=bundle, passed=passed, manifest=manifest, failures=failures)
+
+
+def _with_overrides(profile: TargetProfile, config: BuildConfig) -> TargetProfile:
+    """The profile with the config's [tflite] overrides applied (quantisation and gate
+    overrides are applied where they are used)."""
+    tfl = {k: v for k, v in config.tflite.model_dump().items() if v is not None}
+    if not tfl:
+        return profile
+    return profile.model_copy(update={"tflite": profile.tflite.model_copy(update=tfl)})
 
 
 def _float_graph(config: BuildConfig, tmp: Path, rep: Reporter) -> tuple[Path, dict]:

@@ -19,6 +19,8 @@ class GraphSet:
     int8_qdq: Path | None = None
     calibration: object = None
     quant_settings: object = None
+    # Per-tensor (min, max) measured once on the float ONNX graph (name -> range).
+    ranges: dict | None = None
     # Shared by all targets of one build, so identical conversions run once.
     cache: dict = field(default_factory=dict)
     progress: object = None

@@ -40,7 +40,7 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
             continue
         precision, filename = VARIANTS[kind]
         quant = {}
-        vkey = (kind, key, settings.io_type)
+        vkey = (kind, key, settings.io_type, id(graphs.ranges))
         if vkey not in graphs.cache:
             if kind == "tflite-float32":
                 data = float_bytes
@@ -51,13 +51,15 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
             else:
                 batch = graphs.calibration.x.shape[0] and int(io["inputs"][0]["shape"][0])
                 samples = (np.transpose(x, in_perm) for x in graphs.calibration.batches(batch))
-                data = tq.to_full_int8(float_bytes, samples, io_type=settings.io_type, progress=graphs.progress)
+                data = tq.to_full_int8(float_bytes, samples, io_type=settings.io_type, progress=graphs.progress,
+                                       ranges=graphs.ranges)
             graphs.cache[vkey] = data
         data = graphs.cache[vkey]
         path = Path(out_dir) / filename
         path.write_bytes(data)
         if precision == "int8":
-            quant = {"scheme": "full-integer (LiteRT post-training quantiser)", "activation_type": "int8",
+            quant = {"scheme": "full-integer (LiteRT post-training quantiser; ranges from edgepack's calibration "
+                               "of the float ONNX graph, shared with the ONNX int8 artifact)", "activation_type": "int8",
                      "weight_type": "int8", "per_channel": True, "io_type": settings.io_type,
                      "calibration_samples": len(graphs.calibration)}
         elif precision == "dynamic-int8":

@@ -7,6 +7,9 @@ compute the model's numerics without any CPU-specific optimised kernel.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,24 @@ def _interpreter_module():
     except ImportError:
         raise RuntimeUnavailable("needs ai-edge-litert or tflite-runtime, and neither is installed "
                                  "(pip install ai-edge-litert, or tflite-runtime on a Raspberry Pi)") from None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class LiteRtSession(Session):
@@ -61,8 +82,9 @@ def open_session(path: Path, threads: int, *, reference: bool = False) -> LiteRt
     if reference:
         kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_REF
     try:
-        interp = module.Interpreter(**kwargs)
-        interp.allocate_tensors()
+        with _quiet_stderr():  # the C++ runtime logs "Created TensorFlow Lite XNNPACK delegate" on fd 2
+            interp = module.Interpreter(**kwargs)
+            interp.allocate_tensors()
     except Exception as exc:
         raise RuntimeUnavailable(f"{path}: {runtime} {version} cannot load it: {' '.join(str(exc).split())[:300]}") from None
     return LiteRtSession(interp, runtime, version, threads)

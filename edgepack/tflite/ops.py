@@ -136,6 +136,23 @@ def _explicit_pad(ctx: Context, x_idx: int, pads, name: str, mode: str = "consta
     return out
 
 
+def _edge_pad(ctx: Context, x_idx: int, pads, name: str) -> int:
+    """Replicate the border rows/columns: exact padding for max-pooling (every ONNX window
+    holds a real border element), with no lowest-float fill, which would spoil int8
+    calibration and which LiteRT's quantiser leaves float in PADV2. A SYMMETRIC mirror pad
+    of width w replicates the border while it already holds w equal values, so mirror
+    pads of widths 1, 2, 4 … build it."""
+    remaining, run = [list(p) for p in pads], [[1, 1], [1, 1]]
+    while any(r for side in remaining for r in side):
+        step = [[min(remaining[i][j], run[i][j]) for j in range(2)] for i in range(2)]
+        x_idx = _explicit_pad(ctx, x_idx, step, name, mode="symmetric")
+        for i in range(2):
+            for j in range(2):
+                remaining[i][j] -= step[i][j]
+                run[i][j] += step[i][j]
+    return x_idx
+
+
 # ---------------------------------------------------------------------------------------
 # convolution, fully connected
 # ---------------------------------------------------------------------------------------
@@ -174,6 +191,8 @@ def conv(ctx: Context, node):
     else:
         # Grouped convolution as split → per-group CONV_2D → concat: exact, and runs on
         # every TFLite kernel set (the builtin kernel's grouped support varies by version).
+        # The activation is fused into each group's conv: LiteRT's float CONCATENATION
+        # kernel ignores its fusedActivationFunction.
         in_shape = ctx.b.shape_of(xin)
         parts = [ctx.b.tensor(f"{node.name}_in{g}", (*in_shape[:3], cg)) for g in range(group)]
         ctx.b.op(BOP.SPLIT, [ctx.b.const(f"{node.name}_axis", np.asarray(3, np.int32)), xin], parts,
@@ -185,10 +204,10 @@ def conv(ctx: Context, node):
             wg = np.ascontiguousarray(w[g * mg:(g + 1) * mg].transpose(0, 2, 3, 1))
             ctx.b.op(BOP.CONV_2D, [parts[g], ctx.b.const(f"{w_name}_g{g}", wg),
                                    ctx.b.const(f"{w_name}_bias_g{g}", bias[g * mg:(g + 1) * mg])], [o],
-                     *options("Conv2DOptions", **{**conv_opts, "fusedActivationFunction": ACT.NONE}))
+                     *options("Conv2DOptions", **conv_opts))
             outs.append(o)
         out = ctx.output(out_name, out_shape, NHWC)
-        ctx.b.op(BOP.CONCATENATION, outs, [out], *options("ConcatenationOptions", axis=3, fusedActivationFunction=act))
+        ctx.b.op(BOP.CONCATENATION, outs, [out], *options("ConcatenationOptions", axis=3))
 
 
 @converter("ConvTranspose")
@@ -208,18 +227,18 @@ def conv_transpose(ctx: Context, node):
     cin, m, kh, kw = w.shape
     n, _, h, wd = ctx.shape(x)
     s = a.get("strides", [1, 1])
-    p = a.get("pads", [0, 0, 0, 0])
-    op_ = a.get("output_padding", [0, 0])
-    full = (n, (h - 1) * s[0] + kh, (wd - 1) * s[1] + kw, m)
     out_shape = _out_shape(ctx, node.output[0], node)
     oh, ow = out_shape[2], out_shape[3]
-    if p[0] + oh > full[1] or p[1] + ow > full[2]:
-        _fail(node, "output_padding beyond the transposed convolution's full output is not supported")
+    valid = ((h - 1) * s[0] + kh, (wd - 1) * s[1] + kw)  # the un-padded transposed convolution
+    p = _transpose_crop_begin(node, a, valid, (oh, ow))
+    # output_padding may reach past the VALID output: TRANSPOSE_CONV then writes a larger
+    # output whose extra rows/columns hold only the bias, as in ONNX.
+    full = (n, max(valid[0], p[0] + oh), max(valid[1], p[1] + ow), m)
     bias = ctx.require_const(node.input[2], node, "the bias").astype(np.float32) if len(node.input) > 2 and node.input[2] \
         else np.zeros(m, np.float32)
     xin = ctx.get(x, NHWC)
     act, out_name = take_activation(ctx, node)
-    cropped = (p[0], p[1]) != (0, 0) or (oh, ow) != full[1:3]
+    cropped = tuple(p) != (0, 0) or (oh, ow) != full[1:3]
     full_t = ctx.b.tensor(f"{node.name}_full", full) if cropped else None
     out = ctx.output(out_name, out_shape, NHWC)
     ctx.b.op(BOP.TRANSPOSE_CONV,
@@ -227,13 +246,25 @@ def conv_transpose(ctx: Context, node):
               ctx.b.const(f"{w_name}_ohwi", np.ascontiguousarray(w.transpose(1, 2, 3, 0))), xin,
               ctx.b.const(f"{w_name}_bias", bias)],
              [full_t if cropped else out],
+             # The activation is element-wise, so applying it before the crop is exact.
              *options("TransposeConvOptions", padding=PAD.VALID, strideH=s[0], strideW=s[1],
-                      fusedActivationFunction=ACT.NONE if cropped else act))
+                      fusedActivationFunction=act))
     if cropped:
-        if act != ACT.NONE:
-            _fail(node, "a fused activation after a cropped ConvTranspose is not supported")
         ctx.b.op(BOP.SLICE, [full_t, ctx.b.const("begin", np.asarray([0, p[0], p[1], 0], np.int32)),
                              ctx.b.const("size", np.asarray([n, oh, ow, m], np.int32))], [out], *options("SliceOptions"))
+
+
+def _transpose_crop_begin(node, a, valid, out_hw) -> list[int]:
+    """Where the ONNX output starts inside TRANSPOSE_CONV's VALID output (the pads at the start)."""
+    if "output_shape" not in a:
+        return list(a.get("pads", [0, 0, 0, 0])[:2])
+    # With output_shape, ONNX ignores `pads` and derives them: the total padding is split
+    # with the larger half at the start (auto_pad NOTSET).
+    op_ = a.get("output_padding", [0, 0])
+    total = [valid[i] + op_[i] - out_hw[i] for i in range(2)]
+    if min(total) < 0:
+        _fail(node, "an output_shape larger than the transposed convolution's output is not supported")
+    return [t - t // 2 for t in total]
 
 
 def _fully_connected(ctx: Context, node, x_idx: int, weight: np.ndarray, bias: np.ndarray | None, out_shape,
@@ -271,7 +302,8 @@ def matmul(ctx: Context, node):
     out_shape = _out_shape(ctx, node.output[0], node)
     if b is not None and b.ndim == 2:
         rank = len(ctx.shape(a_name))
-        _fully_connected(ctx, node, ctx.get(a_name, identity(rank)), b.T, None, out_shape, keep_dims=rank > 2)
+        # keep_num_dims keeps every axis but the last, also for a 1-D `a` (ONNX drops its batch).
+        _fully_connected(ctx, node, ctx.get(a_name, identity(rank)), b.T, None, out_shape, keep_dims=rank != 2)
         return
     ra, rb = len(ctx.shape(a_name)), len(ctx.onnx_shape(b_name))
     if ra < 2 or rb < 2:
@@ -289,11 +321,7 @@ def aligned(ctx: Context, name: str, rank: int, perm) -> int:
     """`name` broadcast-ready against a rank-`rank` tensor laid out with `perm`."""
     v = ctx.value(name)
     if v.const is not None:
-        c = v.const.reshape((1,) * (rank - v.rank) + v.const.shape)
-        if c.size == 1:
-            return ctx.b.const(name, c.reshape(()).astype(np.float32) if c.dtype.kind == "f" else c.reshape(()))
-        data = np.ascontiguousarray(c.transpose(perm))
-        return ctx.b.const(name, data.astype(np.float32) if data.dtype.kind == "f" else data)
+        return _aligned_const(ctx, name, v.const, rank, perm)
     if v.rank == rank:
         return ctx.get(name, perm)
     full = (1,) * (rank - v.rank) + v.shape
@@ -305,13 +333,23 @@ def aligned(ctx: Context, name: str, rank: int, perm) -> int:
     return ctx.relayout(expanded, full, relative(identity(rank), perm), f"{name}_rank{rank}")
 
 
+def _aligned_const(ctx: Context, name: str, const: np.ndarray, rank: int, perm) -> int:
+    c = const.reshape((1,) * (rank - const.ndim) + const.shape)
+    if c.size == 1:
+        return ctx.b.const(name, c.reshape(()).astype(np.float32) if c.dtype.kind == "f" else c.reshape(()))
+    data = np.ascontiguousarray(c.transpose(perm))
+    return ctx.b.const(name, data.astype(np.float32) if data.dtype.kind == "f" else data)
+
+
 def _layout_for(ctx: Context, names) -> tuple[int, tuple[int, ...]]:
-    """Rank and layout for an element-wise op: those of its highest-rank variable input."""
+    """Rank and layout for an element-wise op: those of its highest-rank variable input,
+    unless a constant has a higher rank (then the output's rank, in ONNX layout)."""
     variables = [n for n in names if ctx.value(n).const is None]
     if not variables:
         raise AssertionError("element-wise op on constants only should have been folded")
     best = max(variables, key=lambda n: ctx.value(n).rank)
-    return ctx.value(best).rank, ctx.perm_of(best)
+    rank = max(ctx.value(n).rank for n in names)
+    return (rank, ctx.perm_of(best)) if ctx.value(best).rank == rank else (rank, identity(rank))
 
 
 _BINARY = {
@@ -341,6 +379,13 @@ def binary(ctx: Context, node):
     op, opts_name, fusable = _BINARY[node.op_type]
     rank, perm = _layout_for(ctx, node.input)
     ins = [aligned(ctx, n, rank, perm) for n in node.input]
+    divisor = ctx.const(node.input[1]) if node.op_type == "Div" else None
+    if divisor is not None and divisor.dtype.kind == "f":
+        # Division by a constant as multiplication by its reciprocal (within an ulp):
+        # LiteRT cannot quantise DIV to int8, MUL it can.
+        op, opts_name = BOP.MUL, "MulOptions"
+        reciprocal = (1 / divisor.astype(np.float64)).astype(divisor.dtype)
+        ins[1] = _aligned_const(ctx, f"{node.input[1]}_reciprocal", reciprocal, rank, perm)
     act, out_name = take_activation(ctx, node) if fusable else (ACT.NONE, node.output[0])
     out = ctx.output(out_name, _out_shape(ctx, node.output[0], node), perm)
     if opts_name is None:
@@ -400,12 +445,13 @@ def clip(ctx: Context, node):
         return
     lo, hi = bounds
     cur = xin
-    if np.isfinite(hi):
-        nxt = out if not np.isfinite(lo) else ctx.b.tensor(f"{node.name}_min", ctx.b.shape_of(xin))
-        ctx.b.op(BOP.MINIMUM, [cur, ctx.b.const("clip_hi", np.asarray(hi, np.float32))], [nxt], *options("MaximumMinimumOptions"))
-        cur = nxt
+    # min(max(x, lo), hi): when lo > hi ONNX's result is hi.
     if np.isfinite(lo):
-        ctx.b.op(BOP.MAXIMUM, [cur, ctx.b.const("clip_lo", np.asarray(lo, np.float32))], [out], *options("MaximumMinimumOptions"))
+        nxt = out if not np.isfinite(hi) else ctx.b.tensor(f"{node.name}_max", ctx.b.shape_of(xin))
+        ctx.b.op(BOP.MAXIMUM, [cur, ctx.b.const("clip_lo", np.asarray(lo, np.float32))], [nxt], *options("MaximumMinimumOptions"))
+        cur = nxt
+    if np.isfinite(hi):
+        ctx.b.op(BOP.MINIMUM, [cur, ctx.b.const("clip_hi", np.asarray(hi, np.float32))], [out], *options("MaximumMinimumOptions"))
     if not np.isfinite(lo) and not np.isfinite(hi):
         ctx.reshape_to(xin, out, ctx.b.shape_of(xin))
 
@@ -459,6 +505,8 @@ def softmax(ctx: Context, node):
 
 @converter("BatchNormalization")
 def batch_norm(ctx: Context, node):
+    if attrs(node).get("training_mode", 0):
+        _fail(node, "training_mode=1 (batch statistics) is not supported; export the model in eval mode")
     scale, bias, mean, var = (ctx.require_const(n, node, "statistics").astype(np.float64) for n in node.input[1:5])
     eps = attrs(node).get("epsilon", 1e-5)
     mul = scale / np.sqrt(var + eps)
@@ -496,6 +544,9 @@ def pool(ctx: Context, node):
     n, c, h, w = ctx.shape(x)
     out_shape = _out_shape(ctx, node.output[0], node)
     padding, explicit = _pads_2d(node, (h, w), k, s, (1, 1))
+    if padding == PAD.SAME and node.op_type == "AveragePool" and a.get("count_include_pad", 0):
+        # TFLite's SAME average excludes the padding; to count it, pad with zeros explicitly.
+        padding, explicit = PAD.VALID, [_same_pads((h, w)[i], k[i], s[i], 1) for i in range(2)]
     # ceil_mode: extra rows/cols at the end that a floor-mode pool would not produce.
     extra = [max((out_shape[2 + i] - 1) * s[i] + k[i] - ((h, w)[i] + sum((explicit or [(0, 0), (0, 0)])[i])), 0)
              if padding == PAD.VALID else 0 for i in range(2)]
@@ -509,19 +560,13 @@ def pool(ctx: Context, node):
     is_max = node.op_type == "MaxPool"
     if explicit:
         if is_max:
-            # Symmetric mirror padding is exact for max-pooling when every padded window
-            # also covers the mirrored source element; otherwise pad with the lowest float.
-            ok = all(k[i] >= 2 * max(explicit[i]) and max(explicit[i]) <= (h, w)[i] for i in range(2))
-            xin = _explicit_pad(ctx, xin, explicit, node.name, mode="symmetric") if ok else \
-                _explicit_pad(ctx, xin, explicit, node.name, value=float(np.finfo(np.float32).min))
+            xin = _edge_pad(ctx, xin, explicit, node.name)
         else:
             if any(extra):
                 _fail(node, "AveragePool with ceil_mode that adds windows is not supported")
             if not a.get("count_include_pad", 0):
                 _fail(node, "AveragePool with explicit (non-SAME) padding and count_include_pad=0 is not supported")
             xin = _explicit_pad(ctx, xin, explicit, node.name)
-    elif padding == PAD.SAME and not is_max and a.get("count_include_pad", 0):
-        _fail(node, "AveragePool with SAME padding and count_include_pad=1 is not supported")
     act, out_name = take_activation(ctx, node)
     out = ctx.output(out_name, out_shape, NHWC)
     ctx.b.op(BOP.MAX_POOL_2D if is_max else BOP.AVERAGE_POOL_2D, [xin], [out],
@@ -626,10 +671,9 @@ def concat(ctx: Context, node):
     rank, perm = _layout_for(ctx, names)
     axis %= rank
     ins = [ctx.get(n, perm) for n in names]
-    act, out_name = take_activation(ctx, node)
-    out = ctx.output(out_name, _out_shape(ctx, node.output[0], node), perm)
-    ctx.b.op(BOP.CONCATENATION, ins, [out],
-             *options("ConcatenationOptions", axis=inverse(perm)[axis], fusedActivationFunction=act))
+    # No activation fusion: LiteRT's float CONCATENATION kernel ignores fusedActivationFunction.
+    out = ctx.output(node.output[0], _out_shape(ctx, node.output[0], node), perm)
+    ctx.b.op(BOP.CONCATENATION, ins, [out], *options("ConcatenationOptions", axis=inverse(perm)[axis]))
 
 
 @converter("Split")
@@ -719,6 +763,61 @@ def pad(ctx: Context, node):
         _fail(node, f"pad mode '{mode}' is not supported (constant, reflect are)")
 
 
+# ONNX (coordinate_transformation_mode, nearest_mode) → TFLite RESIZE_NEAREST_NEIGHBOR
+# (align_corners, half_pixel_centers) choosing the same source pixel at every scale.
+_NEAREST = {
+    ("asymmetric", "floor"): (False, False),  # both floor(x * in / out)
+    ("tf_half_pixel_for_nn", "floor"): (False, True),  # both floor((x + 0.5) * in / out)
+    ("half_pixel", "round_prefer_ceil"): (False, True),  # floor((x + 0.5) * in / out - 0.5 + 0.5)
+    ("align_corners", "round_prefer_ceil"): (True, False),  # round half up x * (in - 1) / (out - 1)
+}
+
+
+def _nearest_flags(ctm: str, nearest_mode: str, in_hw, out_hw):
+    """TFLite flags equivalent to an ONNX nearest resize, or None."""
+    if (ctm, nearest_mode) in _NEAREST:
+        return _NEAREST[ctm, nearest_mode]
+    # At integer up-scaling factors s, two more modes pick floor(x / s): half_pixel rounds
+    # (x + 0.5) / s - 0.5, which lies strictly within 0.5 of it; asymmetric rounds x / s,
+    # whose fraction (s - 1) / s stays at or below the tie 0.5 only while s <= 2.
+    factors = [o // i if o % i == 0 else 0 for i, o in zip(in_hw, out_hw)]
+    if all(factors) and nearest_mode == "round_prefer_floor":
+        if ctm == "half_pixel" or (ctm == "asymmetric" and max(factors) <= 2):
+            return False, False
+    return None
+
+
+def _check_resize_scales(ctx: Context, node, shape, out_shape) -> None:
+    """ONNX maps coordinates with the given scales, TFLite with out / in: they must agree."""
+    a = attrs(node)
+    if "scales" in a:  # Upsample-7
+        scales = np.asarray(a["scales"], np.float32)
+    else:
+        # Upsample-9 and Resize-10 take (X, scales); Resize-11+ (X, roi, scales, sizes).
+        name = node.input[1] if len(node.input) == 2 else (node.input[2] if len(node.input) > 2 else "")
+        if not name:
+            return
+        scales = ctx.require_const(name, node, "scales").reshape(-1)
+    axes = [ax % 4 for ax in a.get("axes", range(4))]
+    for ax, sc in zip(axes, scales.tolist()):
+        if ax >= 2 and not math.isclose(sc, out_shape[ax] / shape[ax], rel_tol=1e-6):
+            _fail(node, f"scale {sc} does not map axis {ax} size {shape[ax]} exactly onto {out_shape[ax]} "
+                        "(TFLite resizes by the size ratio); give sizes or an exact scale")
+
+
+def _resize_modes(ctx: Context, node, upsampling: bool) -> tuple[str, str, str]:
+    """(mode, coordinate_transformation_mode, nearest_mode) with the op version's defaults."""
+    a = attrs(node)
+    get = lambda k, d: (a.get(k, d).decode() if isinstance(a.get(k, d), bytes) else a.get(k, d))
+    opset = next((o.version for o in ctx.onnx.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if node.op_type == "Upsample" or opset < 11:
+        # Upsample and Resize-10 map asymmetrically; onnxruntime floors when upsampling and
+        # ceils when downsampling (its "simple" nearest mode).
+        return get("mode", "nearest"), "asymmetric", "floor" if upsampling else "ceil"
+    return get("mode", "nearest"), get("coordinate_transformation_mode", "half_pixel"), \
+        get("nearest_mode", "round_prefer_floor")
+
+
 @converter("Resize", "Upsample")
 def resize(ctx: Context, node):
     a = attrs(node)
@@ -729,10 +828,8 @@ def resize(ctx: Context, node):
     out_shape = _out_shape(ctx, node.output[0], node)
     if out_shape[:2] != shape[:2]:
         _fail(node, "resizing the batch or channel axis is not supported")
-    get = lambda k, d: (a.get(k, d).decode() if isinstance(a.get(k, d), bytes) else a.get(k, d))
-    mode = get("mode", "nearest")
-    ctm = get("coordinate_transformation_mode", "half_pixel" if node.op_type == "Resize" else "asymmetric")
-    nearest_mode = get("nearest_mode", "round_prefer_floor")
+    _check_resize_scales(ctx, node, shape, out_shape)
+    mode, ctm, nearest_mode = _resize_modes(ctx, node, all(out_shape[i] >= shape[i] for i in (2, 3)))
     if a.get("antialias", 0) and (out_shape[2] < shape[2] or out_shape[3] < shape[3]):
         _fail(node, "antialiased downsampling is not supported")
     size = ctx.b.const("size", np.asarray(out_shape[2:], np.int32))
@@ -748,24 +845,25 @@ def resize(ctx: Context, node):
         ctx.b.op(BOP.RESIZE_BILINEAR, [xin, size], [out],
                  *options("ResizeBilinearOptions", alignCorners=ac, halfPixelCenters=hp))
     elif mode == "nearest":
-        combos = {("asymmetric", "floor"): (False, False), ("align_corners", "round_prefer_ceil"): (True, False),
-                  ("tf_half_pixel_for_nn", "round_prefer_ceil"): (False, True),
-                  ("half_pixel", "round_prefer_ceil"): (False, True)}
-        integer_scale = all(out_shape[i] % shape[i] == 0 for i in (2, 3))
-        if (ctm, nearest_mode) not in combos and not (integer_scale and ctm in ("asymmetric", "half_pixel")
-                                                        and nearest_mode in ("floor", "round_prefer_floor", "round_prefer_ceil")):
+        flags = _nearest_flags(ctm, nearest_mode, shape[2:], out_shape[2:])
+        if flags is None:
             _fail(node, f"nearest resize with coordinate_transformation_mode '{ctm}' and nearest_mode '{nearest_mode}' "
-                        "is not supported")
-        # Integer up-scaling selects the same source pixel under all these modes.
-        ac, hp = combos.get((ctm, nearest_mode), (False, False))
+                        f"from {list(shape[2:])} to {list(out_shape[2:])} is not supported")
         ctx.b.op(BOP.RESIZE_NEAREST_NEIGHBOR, [xin, size], [out],
-                 *options("ResizeNearestNeighborOptions", alignCorners=ac, halfPixelCenters=hp))
+                 *options("ResizeNearestNeighborOptions", alignCorners=flags[0], halfPixelCenters=flags[1]))
     else:
         _fail(node, f"resize mode '{mode}' is not supported (nearest, linear are)")
 
 
 @converter("Identity", "Dropout")
 def identity_op(ctx: Context, node):
+    if node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+        training = ctx.const(node.input[2])
+        if training is None or bool(training):
+            _fail(node, "training_mode must be a constant false (inference); export the model in eval mode")
+    mask = node.output[1] if node.op_type == "Dropout" and len(node.output) > 1 else ""
+    if mask and (ctx.consumers.get(mask) or mask in ctx.graph_outputs):
+        _fail(node, "reading the mask output is not supported")
     ctx.alias(node.output[0], node.input[0])
 
 

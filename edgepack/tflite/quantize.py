@@ -110,24 +110,35 @@ def to_dynamic_range_int8(model_bytes: bytes) -> bytes:
     return _save(model)
 
 
-def to_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progress=None) -> bytes:
-    """Full-integer quantisation by LiteRT's calibrating quantiser.
+def to_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progress=None,
+                 ranges: dict[str, tuple[float, float]] | None = None) -> bytes:
+    """Full-integer quantisation by LiteRT's own quantiser.
 
-    `samples` yields model-shaped input arrays already in the TFLite model's input layout.
+    `ranges` maps tensor names to the (min, max) edgepack's calibration measured on the
+    float ONNX graph; they are attached to the TFLite tensors (see calibration.py) and
+    only tensors they cannot cover are measured here on `samples` (model-shaped inputs in
+    the TFLite input layout). Without `ranges` every tensor is measured on `samples`.
     """
     from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as calibration
 
-    samples = list(samples)
-    if not samples:
-        raise ModelError("full-integer TFLite quantisation needs calibration samples; got none")
+    from .calibration import assign_ranges, measure_ranges, set_ranges
+
+    model = _load(model_bytes)
+    missing = assign_ranges(model, ranges or {})
+    if missing:
+        samples = list(samples)
+        if not samples:
+            raise ModelError("full-integer TFLite quantisation needs calibration samples; got none")
+        set_ranges(model, measure_ranges(model_bytes, missing, _with_progress(samples, progress)))
     io_dtype = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}[io_type]
+    in_shape = [int(d) for d in model.subgraphs[0].tensors[model.subgraphs[0].inputs[0]].shape]
     try:
-        wrapper = calibration.CalibrationWrapper(model_bytes, [], [])
-        wrapper.Prepare([list(samples[0].shape)])
-        for i, x in enumerate(samples):
-            wrapper.FeedTensor([np.ascontiguousarray(x, np.float32)])
-            if progress:
-                progress(i + 1, len(samples))
+        # The wrapper's quantiser reads each tensor's min/max; with no samples fed it keeps
+        # the ranges attached above instead of recording its own.
+        # The wrapper keeps a raw pointer into the flatbuffer: hold the bytes until done.
+        flatbuffer = _save(model)
+        wrapper = calibration.CalibrationWrapper(flatbuffer, [], [])
+        wrapper.Prepare([in_shape])
         quantized = wrapper.QuantizeModel(
             np.dtype(io_dtype).num,  # model input type
             np.dtype(io_dtype).num,  # model output type
@@ -141,3 +152,10 @@ def to_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progress=No
         text = " ".join(str(exc).split())[:300]
         raise ModelError(f"LiteRT's full-integer quantiser rejected the model: {text}") from None
     return bytes(quantized)
+
+
+def _with_progress(samples, progress):
+    for i, x in enumerate(samples):
+        if progress:
+            progress(i + 1, len(samples))
+        yield x
