@@ -20,7 +20,7 @@ from ai_edge_litert import schema_py_generated as schema
 BOP = schema.BuiltinOperator
 # Ops whose output values are a subset/rearrangement of their first input's values.
 _SAME_RANGE = {BOP.RESHAPE, BOP.TRANSPOSE, BOP.SQUEEZE, BOP.EXPAND_DIMS, BOP.STRIDED_SLICE, BOP.SLICE,
-               BOP.SPLIT_V, BOP.MAX_POOL_2D, BOP.MIRROR_PAD, BOP.GATHER}
+               BOP.SPLIT, BOP.SPLIT_V, BOP.MAX_POOL_2D, BOP.MIRROR_PAD, BOP.GATHER}
 
 
 def _const(model, tensor):
@@ -49,7 +49,8 @@ def assign_ranges(model, onnx_ranges: dict[str, tuple[float, float]]) -> list[in
         changed = False
         for op in g.operators:
             c, ins, outs = code(op), [int(i) for i in op.inputs], [int(o) for o in op.outputs]
-            src = ranges.get(ins[0]) if ins and ins[0] >= 0 else None
+            data_in = ins[1] if c == BOP.SPLIT else (ins[0] if ins else -1)  # SPLIT takes (axis, input)
+            src = ranges.get(data_in) if data_in >= 0 else None
             for o in outs:
                 if o in ranges or src is None:
                     continue

@@ -151,7 +151,24 @@ def to_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progress=No
     except Exception as exc:
         text = " ".join(str(exc).split())[:300]
         raise ModelError(f"LiteRT's full-integer quantiser rejected the model: {text}") from None
-    return bytes(quantized)
+    quantized = bytes(quantized)
+    _check_runs(quantized, in_shape, io_dtype)
+    return quantized
+
+
+def _check_runs(model_bytes: bytes, in_shape, io_dtype) -> None:
+    """LiteRT's quantiser can emit models its own kernels then refuse (e.g. a PADV2 whose
+    fill value stayed float): run one inference so such a file is never shipped."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        it = Interpreter(model_content=model_bytes, num_threads=1)
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], np.zeros(in_shape, io_dtype))
+        it.invoke()
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise ModelError(f"the full-integer TFLite model LiteRT produced does not run: {text}") from None
 
 
 def _with_progress(samples, progress):
