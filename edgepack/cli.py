@@ -50,7 +50,9 @@ class _RichReporter:
 
 
 def _fail(exc: EdgepackError) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    # Plain write: messages contain "[model]"-style names that rich would read as markup,
+    # and must stay one line whatever the terminal width.
+    sys.stderr.write(f"error: {exc}\n")
     raise typer.Exit(2)
 
 
@@ -114,8 +116,9 @@ def build(
                 "tflite": {"io_type": tflite_io, "layout": tflite_layout},
             }
             cfg = config_from_dict(data, source="command line")
+        # Progress bars are for people at a terminal; logs and pipes get none.
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err, transient=not err.is_terminal) as progress:
+                      TimeElapsedColumn(), console=err, disable=not err.is_terminal) as progress:
             reporter = _RichReporter(progress)
             result = run_build(cfg, reporter)
             reporter.close()
@@ -127,7 +130,7 @@ def build(
         _print_summary(result.manifest)
         out.print(f"bundle: {result.bundle}")
     for f in result.failures:
-        err.print(f"[red]gate failed:[/] {f}", highlight=False)
+        sys.stderr.write(f"gate failed: {f}\n")
     raise typer.Exit(result.exit_code)
 
 
@@ -167,7 +170,7 @@ def verify(
     if json_path:
         json_path.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
     for p in result["problems"]:
-        err.print(f"[red]FAIL[/] {p}", highlight=False)
+        sys.stderr.write(f"FAIL {p}\n")
     for tname, t in result["targets"].items():
         for a in t["artifacts"]:
             m = a.get("metrics")
@@ -190,7 +193,7 @@ def list_targets(targets_dir: Optional[list[Path]] = typer.Option(None, "--targe
         _fail(exc)
     table = Table()
     for col in ("name", "cpu", "threads", "artifacts", "int8 reduce_range", "description"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("name", "threads"), overflow="fold")
     for name, p in sorted(profiles.items()):
         table.add_row(name, f"{p.cpu.model} ({p.cpu.arch})", str(p.threads), ", ".join(p.artifacts),
                       str(p.resolved_reduce_range()), p.description)

@@ -75,15 +75,15 @@ class VerifySection(_Strict):
 
 
 class GateOverrides(_Strict):
-    max_accuracy_drop: float | None = None
+    max_accuracy_drop: float | None = Field(None, ge=0)
     min_sqnr_db: float | None = None
-    max_latency_ms: float | None = None
-    max_size_ratio: float | None = None
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_size_ratio: float | None = Field(None, gt=0)
 
 
 class QuantOverrides(_Strict):
     calibration_method: str | None = None
-    percentile: float | None = None
+    percentile: float | None = Field(None, gt=0, le=100)
     per_channel: bool | None = None
     reduce_range: bool | Literal["auto"] | None = None
     activation_type: Literal["uint8", "int8"] | None = None
@@ -145,6 +145,8 @@ def _resolve_paths(data: dict, base: Path) -> dict:
                 d[k] = fix(d[k])
     if isinstance(data.get("out"), str):
         data["out"] = fix(data["out"])
+    if isinstance(data.get("targets"), list):  # profile files, not names
+        data["targets"] = [fix(t) if isinstance(t, str) and t.endswith(".toml") else t for t in data["targets"]]
     if isinstance(data.get("targets_dirs"), list):
         data["targets_dirs"] = [fix(x) if isinstance(x, str) else x for x in data["targets_dirs"]]
     return data

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +51,13 @@ def load_dataset(spec: str, input_spec: TensorSpec, *, x_key="x", y_key="y", pre
                  limit: int | None = None, role: str = "calibration") -> Dataset:
     """Load, check against the model input, and cut to `limit` samples."""
     x, y, class_names = _read(spec, input_spec, x_key, y_key, preprocess, role)
-    ds = _validate(x, y, spec, input_spec, role)
+    ds = _validate(x, y, spec, input_spec, role).head(limit)
     ds.class_names = class_names
-    return ds.head(limit)
+    batch = input_spec.shape[0]
+    if len(ds) < batch:
+        what = f"{role}_samples = {limit}" if limit is not None and limit < batch else f"{len(ds)} samples"
+        raise DataError(f"{role} data {spec}: {what} is fewer than the model's batch size {batch}")
+    return ds
 
 
 def _read(spec, input_spec, x_key, y_key, preprocess, role):
@@ -91,6 +97,9 @@ def _from_entry_point(module_spec, func_name, x_key, y_key, role):
             module = importlib.util.module_from_spec(mod_spec)
             mod_spec.loader.exec_module(module)
         else:
+            # as `python -m` would: modules next to where the user runs edgepack are importable
+            if "" not in sys.path and os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
             module = importlib.import_module(module_spec)
     except DataError:
         raise
@@ -191,8 +200,6 @@ def _validate(x, y, spec: str, input_spec: TensorSpec, role: str) -> Dataset:
             raise DataError(f"{role} data {spec}: {int(bad.sum())} NaN/Inf values (first sample with one: "
                             f"{int(np.argwhere(bad.reshape(len(x), -1).any(1))[0][0])}); expected finite numbers")
     x = x.astype(input_spec.dtype, copy=False)
-    if len(x) < want[0]:
-        raise DataError(f"{role} data {spec}: {len(x)} samples, fewer than the model batch size {want[0]}")
     if y is not None:
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[0] == len(x) and y.shape[1] > 1:

@@ -121,9 +121,27 @@ def _ort_basic_optimize(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
         return onnx.load(str(dst))
 
 
+# Per-channel QuantizeLinear/DequantizeLinear (the `axis` attribute) needs opset 13.
+MIN_OPSET = 13
+
+
+def _at_least_opset(model: onnx.ModelProto, source: str, opset: int) -> onnx.ModelProto:
+    current = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=opset)
+    if current >= opset:
+        return model
+    try:
+        from onnx import version_converter
+
+        return version_converter.convert_version(model, opset)
+    except Exception as exc:
+        raise ModelError(f"{source}: opset {current} graph could not be upgraded to opset {opset} "
+                         f"(needed for per-channel int8): {_one_line(exc)}") from None
+
+
 def clean_float_graph(model: onnx.ModelProto, source: str, input_shape=None) -> onnx.ModelProto:
     """Static shapes, shape inference, constant folding, BN folding, checker."""
     fix_input_shapes(model, source, input_shape)
+    model = _at_least_opset(model, source, MIN_OPSET)
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except Exception as exc:

@@ -51,7 +51,8 @@ def _inspect_ort(path: Path) -> dict:
     buf = bytearray(path.read_bytes())
     if not fbs.InferenceSession.InferenceSession.InferenceSessionBufferHasIdentifier(buf, 0):
         raise ModelError(f"{path}: not an ORT format model (flatbuffer identifier missing)")
-    model = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(buf, 0).Model()
+    session = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(buf, 0)
+    model = session.Model()
     graph = model.Graph()
     ops: Counter = Counter()
     for i in range(graph.NodesLength()):
@@ -67,7 +68,8 @@ def _inspect_ort(path: Path) -> dict:
     s = open_session(path, 1)
     spec = lambda x: {"name": x.name, "shape": list(x.shape), "dtype": x.dtype}
     return {
-        "format": f"ORT flatbuffer (ORT version {model.ProducerName().decode() if model.ProducerName() else '?'})",
+        "format": f"ORT flatbuffer (ORT format version {(session.OrtVersion() or b'?').decode()}; "
+                  f"graph produced by {(model.ProducerName() or b'?').decode()})",
         "inputs": [spec(i) for i in s.inputs],
         "outputs": [spec(o) for o in s.outputs],
         "op_counts": dict(sorted(ops.items())),

@@ -109,18 +109,21 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
                 ckey = calibration_key(settings)
                 if ckey not in calibrations:
                     rep.step(f"calibrating ({settings.calibration_method}, {len(calib)} samples)")
-                    calibrations[ckey] = calibrate(float_path, calib, settings, progress=rep.track("calibration"))
+                    calibrations[ckey] = calibrate(float_path, calib, settings, progress=rep.track("calibration"),
+                                                   source=source_info["path"])
                 if settings.key() not in quantized:
                     rep.step(f"quantising ONNX to int8 (reduce_range={settings.reduce_range})")
                     qpath = tmp / f"model.int8.{len(quantized)}.onnx"
-                    quantize_static(float_path, calib, settings, qpath, ranges=calibrations[ckey])
+                    quantize_static(float_path, calib, settings, qpath, ranges=calibrations[ckey],
+                                    source=source_info["path"])
                     quantized[settings.key()] = (qpath, ranges_by_name(calibrations[ckey]))
                 qdq, ranges = quantized[settings.key()]
             if "ort-int8" in profile.artifacts:
                 shutil.copyfile(qdq, target_dir / "model.int8.qdq.onnx")
                 qdq = target_dir / "model.int8.qdq.onnx"
             graphs = GraphSet(float_onnx=float_path, int8_qdq=qdq, calibration=calib, quant_settings=settings,
-                              ranges=ranges, cache=emit_cache, progress=rep.track("calibration (TFLite)"))
+                              ranges=ranges, cache=emit_cache, progress=rep.track("calibration (TFLite)"),
+                              source=source_info["path"])
             rep.step(f"emitting artifacts for {profile.name}")
             artifacts = []
             for family in dict.fromkeys(k.split("-", 1)[0] for k in profile.artifacts):

@@ -36,7 +36,7 @@ class OrtCalibrator:
     def extra_options(self, settings: "QuantSettings") -> dict:
         return {}
 
-    def collect(self, float_path: Path, dataset: Dataset, settings: "QuantSettings", progress=None):
+    def collect(self, float_path: Path, dataset: Dataset, settings: "QuantSettings", progress=None, source=None):
         from onnxruntime.quantization.calibrate import create_calibrator
 
         model = onnx.load(str(float_path))
@@ -46,7 +46,7 @@ class OrtCalibrator:
             extra[{"CalibPercentile": "percentile", "CalibNumBins": "num_bins",
                    "CalibNumQuantizedBins": "num_quantized_bins"}[k]] = v
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), _quiet(), \
-                _as_model_error(float_path):
+                _as_model_error(source or float_path):
             calibrator = create_calibrator(Path(float_path), [], augmented_model_path=str(Path(tmp, "augmented.onnx")),
                                            calibrate_method=self.ort_method(), extra_options=extra)
             calibrator.collect_data(_Reader(_input_name(model), dataset, batch, progress))
@@ -69,7 +69,7 @@ class MinMaxCalibrator(OrtCalibrator):
 
         return CalibrationMethod.MinMax
 
-    def collect(self, float_path: Path, dataset: Dataset, settings: "QuantSettings", progress=None):
+    def collect(self, float_path: Path, dataset: Dataset, settings: "QuantSettings", progress=None, source=None):
         import onnxruntime as ort
         from onnx import helper
         from onnxruntime.quantization.calibrate import TensorsData
@@ -85,7 +85,7 @@ class MinMaxCalibrator(OrtCalibrator):
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         so.log_severity_level = 3
-        with _as_model_error(float_path):
+        with _as_model_error(source or float_path):
             session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         batch, input_name = _batch(model), _input_name(model)
         batches = list(dataset.batches(batch))
@@ -215,11 +215,12 @@ def calibration_tensors(model: onnx.ModelProto) -> list[str]:
     return list(names)
 
 
-def calibrate(float_path: Path, dataset: Dataset, settings: QuantSettings, progress: Progress | None = None):
+def calibrate(float_path: Path, dataset: Dataset, settings: QuantSettings, progress: Progress | None = None,
+              source: str | None = None):
     """Measure activation ranges on `dataset` with the settings' method.
 
     Returns ONNX Runtime's TensorsData (name -> range), used by both quantisers."""
-    return CALIBRATORS[settings.calibration_method].collect(Path(float_path), dataset, settings, progress)
+    return CALIBRATORS[settings.calibration_method].collect(Path(float_path), dataset, settings, progress, source)
 
 
 def ranges_by_name(tensors_data) -> dict[str, tuple[float, float]]:
@@ -228,7 +229,7 @@ def ranges_by_name(tensors_data) -> dict[str, tuple[float, float]]:
 
 
 def quantize_static(float_path: Path, dataset: Dataset | None, settings: QuantSettings, out_path: Path,
-                    progress: Progress | None = None, ranges=None) -> Path:
+                    progress: Progress | None = None, ranges=None, source: str | None = None) -> Path:
     """Write a QDQ int8 model; returns its path.
 
     `ranges` (from `calibrate`) are used as they are; without them the float graph is
@@ -238,7 +239,7 @@ def quantize_static(float_path: Path, dataset: Dataset | None, settings: QuantSe
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     if ranges is None:
-        ranges = calibrate(float_path, dataset, settings, progress)
+        ranges = calibrate(float_path, dataset, settings, progress, source)
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     calibrator = CALIBRATORS[settings.calibration_method]
     extra = {
@@ -247,7 +248,7 @@ def quantize_static(float_path: Path, dataset: Dataset | None, settings: QuantSe
         **calibrator.extra_options(settings),
     }
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), _quiet(), \
-            _as_model_error(float_path):
+            _as_model_error(source or float_path):
         cache = Path(tmp, "ranges.json")
         save_tensors_data(ranges, cache)  # quantize_static reads ranges from its calibration cache
         ort_quantize_static(

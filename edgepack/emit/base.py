@@ -24,6 +24,7 @@ class GraphSet:
     # Shared by all targets of one build, so identical conversions run once.
     cache: dict = field(default_factory=dict)
     progress: object = None
+    source: str = ""  # the user's model, for error messages (paths here are staging paths)
 
 
 @dataclass

@@ -30,7 +30,7 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
         else:
             src, precision = graphs.int8_qdq, "int8"
         stem = f"model.{precision}"
-        ort_path, config_path = convert_to_ort(src, out_dir, stem, profile.ort)
+        ort_path, config_path = convert_to_ort(src, out_dir, stem, profile.ort, graphs.source or str(src))
         quant = {}
         if precision == "int8":
             s = graphs.quant_settings
@@ -55,7 +55,7 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
     return artifacts
 
 
-def convert_to_ort(src: Path, out_dir: Path, stem: str, settings) -> tuple[Path, Path]:
+def convert_to_ort(src: Path, out_dir: Path, stem: str, settings, source: str = "") -> tuple[Path, Path]:
     """Convert one ONNX file; returns (model.ort, model.required_operators.config).
 
     This is what onnxruntime's `convert_onnx_models_to_ort` does, with one difference: for
@@ -84,8 +84,11 @@ def convert_to_ort(src: Path, out_dir: Path, stem: str, settings) -> tuple[Path,
         ort.InferenceSession(str(src), sess_options=so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
         with _silenced_logger("ort_format_model"):
             create_config_from_models([ort_path], config_path, enable_type_reduction=False)
+        # The generator records the absolute (staging) path; keep the file reproducible.
+        config_path.write_text(config_path.read_text().replace(str(ort_path), ort_path.name))
     except Exception as exc:
-        raise ModelError(f"{src}: conversion to ORT format failed: {' '.join(str(exc).split())[:300]}") from None
+        raise ModelError(f"{source or src}: conversion of the {stem} graph to ORT format failed: "
+                         f"{' '.join(str(exc).split())[:300]}") from None
     return ort_path, config_path
 
 

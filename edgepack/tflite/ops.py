@@ -529,6 +529,21 @@ def batch_norm(ctx: Context, node):
 # pooling and reductions
 # ---------------------------------------------------------------------------------------
 
+def _non_negative(ctx: Context, name: str) -> bool:
+    """Whether an ONNX value is ≥ 0 by construction (the output of a ReLU-like op)."""
+    producer = next((n for n in ctx.onnx.graph.node if name in n.output), None)
+    if producer is None:
+        return False
+    if producer.op_type in ("Relu", "Sigmoid", "Softmax", "Abs", "Exp", "HardSigmoid"):
+        return True
+    if producer.op_type == "Clip":
+        bounds = _clip_bounds(ctx, producer)
+        return bounds is not None and bounds[0] >= 0
+    if producer.op_type in ("MaxPool", "Identity", "Dropout", "Reshape", "Flatten", "Transpose", "Concat"):
+        return all(_non_negative(ctx, i) for i in producer.input[:1 if producer.op_type != "Concat" else None] if i)
+    return False
+
+
 @converter("MaxPool", "AveragePool")
 def pool(ctx: Context, node):
     a = attrs(node)
@@ -560,7 +575,10 @@ def pool(ctx: Context, node):
     is_max = node.op_type == "MaxPool"
     if explicit:
         if is_max:
-            xin = _edge_pad(ctx, xin, explicit, node.name)
+            # Zero padding is exact for max-pooling a non-negative input (every window holds
+            # a real value ≥ 0) and runs in XNNPACK; otherwise replicate the edge exactly.
+            xin = _explicit_pad(ctx, xin, explicit, node.name) if _non_negative(ctx, x) else \
+                _edge_pad(ctx, xin, explicit, node.name)
         else:
             if any(extra):
                 _fail(node, "AveragePool with ceil_mode that adds windows is not supported")

@@ -1,0 +1,60 @@
+"""The embedded example (examples/digits), built through the Python API into a temp dir."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import artifact, foreign_isa_target, same_isa_target
+
+
+@pytest.fixture(scope="module")
+def result(digits_example):
+    return digits_example
+
+
+def test_example_builds_and_passes(result, tmp_path_factory):
+    assert result.passed is True and result.exit_code == 0, result.failures
+    assert result.bundle.name == "digits-cnn-1.0.0"
+    assert result.bundle.is_dir() and (result.bundle / "manifest.json").is_file()
+    assert "pytest" in str(result.bundle)  # went to the redirected out, not the repo's dist/
+    m = result.manifest
+    assert m["status"] == "passed" and set(m["targets"]) == {"rpi4", "rpi5", "android-arm64", "x86-64"}
+    assert m["source"]["kind"] == "torch" and m["tools"]["torch"]
+
+
+def test_example_float_accuracy_matches_provenance(result):
+    """calibration/digits/PROVENANCE.md states 98.75 % (395/400) for the float model."""
+    b = result.manifest["baseline"]["metrics"]
+    assert b["samples"] == 400
+    assert b["top1"] == pytest.approx(98.75, abs=0.5)
+
+
+def test_example_report_mentions_whose_numbers(result):
+    report = (result.bundle / "report.md").read_text()
+    m = result.manifest
+    assert report.startswith("# digits-cnn 1.0.0 — PASSED")
+    assert "**host**" in report and "**reference**" in report
+    assert re.search(r"\| reference \(gated\) \|", report), "foreign-ISA targets gate on reference numerics"
+    assert re.search(r"\| host \(gated\) \|", report), "same-ISA targets gate on host numerics"
+    assert f"{m['baseline']['metrics']['top1']:.2f}" in report
+    for t in m["targets"]:
+        assert f"## Target `{t}`" in report
+
+
+def test_example_gate_numerics(result):
+    m = result.manifest
+    assert artifact(m, foreign_isa_target(), "ort-int8")["metrics"]["gate_numerics"] == "reference"
+    assert artifact(m, same_isa_target(), "ort-int8")["metrics"]["gate_numerics"] == "host"
+    # the example's config overrides the size gate
+    assert m["targets"]["rpi4"]["gates"]["max_size_ratio"] == 0.55
+
+
+def test_example_bundle_verifies_in_process(result):
+    from edgepack.device import verify_bundle
+
+    r = verify_bundle(result.bundle, runs=3, warmup=1)
+    assert r["passed"] is True, r["problems"]
+    assert set(r["targets"]) == set(result.manifest["targets"])
+    assert all(a["passed"] for t in r["targets"].values() for a in t["artifacts"])

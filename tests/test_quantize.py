@@ -1,0 +1,128 @@
+"""Stage: static int8 quantisation (QDQ) and the per-target settings it uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+import models
+from conftest import REPO, ort_session, sqnr_db
+from edgepack.config import QuantOverrides
+from edgepack.data import Dataset
+from edgepack.errors import ConfigError
+from edgepack.quantize import quantize_static, resolve_settings
+from edgepack.targets import load_profile, load_targets, resolve_target
+
+
+def _calib():
+    return Dataset(models.tiny_inputs(32, seed=1), None, "memory")
+
+
+def _quantize(float_path, out, target="rpi4", **overrides):
+    settings = resolve_settings(resolve_target(target), QuantOverrides(**overrides))
+    return quantize_static(float_path, _calib(), settings, out), settings
+
+
+def _weight_arrays(qdq: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """int8 weight tensors feeding the DequantizeLinear in front of each Conv/Gemm weight."""
+    inits = {i.name: i for i in qdq.graph.initializer}
+    producers = {o: n for n in qdq.graph.node for o in n.output}
+    out = {}
+    for n in qdq.graph.node:
+        if n.op_type in ("Conv", "Gemm"):
+            dq = producers[n.input[1]]
+            assert dq.op_type == "DequantizeLinear", f"{n.name}: weight not dequantised"
+            init = inits[dq.input[0]]
+            assert init.data_type == TensorProto.INT8, f"{n.name}: weight stored as {init.data_type}"
+            out[n.name] = numpy_helper.to_array(init)
+    return out
+
+
+def test_qdq_model_has_qdq_nodes_and_int8_weights(tiny_float_clean, tmp_path):
+    path, settings = _quantize(tiny_float_clean, tmp_path / "q.onnx")
+    q = onnx.load(str(path))
+    onnx.checker.check_model(q)
+    ops = [n.op_type for n in q.graph.node]
+    assert ops.count("QuantizeLinear") >= 2 and ops.count("DequantizeLinear") >= 4
+    weights = _weight_arrays(q)
+    assert set(weights) and all(w.dtype == np.int8 for w in weights.values())
+    # no float copy of the weights is left behind
+    assert not any(i.data_type == TensorProto.FLOAT and np.prod(i.dims) >= 16 * 3 * 9 for i in q.graph.initializer)
+    # and it still computes (approximately) the float model
+    x = models.tiny_inputs(16, seed=9)
+    f = np.concatenate([ort_session(tiny_float_clean).run(None, {"input": x[i:i + 1]})[0] for i in range(16)])
+    r = np.concatenate([ort_session(path, reference=True).run(None, {"input": x[i:i + 1]})[0] for i in range(16)])
+    assert sqnr_db(f, r) > 25
+
+
+@pytest.mark.parametrize("target, expected", [("x86-64", True), ("rpi4", False), ("rpi5", False),
+                                              ("android-arm64", False)])
+def test_reduce_range_resolved_from_shipped_profiles(target, expected):
+    profile = resolve_target(target)
+    assert profile.resolved_reduce_range() is expected
+    assert resolve_settings(profile, QuantOverrides()).reduce_range is expected
+
+
+def _vnni_profile(dirpath, name="vnni-box"):
+    text = (REPO / "targets" / "x86-64.toml").read_text()
+    text = text.replace('features = ["avx2", "fma"]', 'features = ["avx2", "fma", "avx512f", "avx512_vnni"]')
+    assert "avx512_vnni" in text
+    dirpath.mkdir(parents=True, exist_ok=True)
+    p = dirpath / f"{name}.toml"
+    p.write_text(text)
+    return p
+
+
+def test_reduce_range_false_for_x86_with_vnni_by_path(tmp_path):
+    p = _vnni_profile(tmp_path / "profiles")
+    profile = resolve_target(str(p))
+    assert profile.name == "vnni-box" and profile.cpu.arch == "x86_64"
+    assert resolve_settings(profile, QuantOverrides()).reduce_range is False
+
+
+def test_reduce_range_false_for_x86_with_vnni_via_targets_dirs(tmp_path):
+    _vnni_profile(tmp_path / "profiles")
+    assert "vnni-box" not in load_targets()
+    profile = resolve_target("vnni-box", [tmp_path / "profiles"])
+    assert resolve_settings(profile, QuantOverrides()).reduce_range is False
+    # the shipped ones stay visible next to it
+    assert {"vnni-box", "x86-64", "rpi4"} <= set(load_targets([tmp_path / "profiles"]))
+
+
+def test_reduce_range_override_wins():
+    assert resolve_settings(resolve_target("rpi4"), QuantOverrides(reduce_range=True)).reduce_range is True
+    assert resolve_settings(resolve_target("x86-64"), QuantOverrides(reduce_range=False)).reduce_range is False
+
+
+def test_reduce_range_really_uses_7_bit_weights(tiny_float_clean, tmp_path):
+    full, s_full = _quantize(tiny_float_clean, tmp_path / "full.onnx", "rpi4")
+    reduced, s_red = _quantize(tiny_float_clean, tmp_path / "reduced.onnx", "x86-64")
+    assert (s_full.reduce_range, s_red.reduce_range) == (False, True)
+    w_full = _weight_arrays(onnx.load(str(full)))
+    w_red = _weight_arrays(onnx.load(str(reduced)))
+    assert max(np.abs(w.astype(int)).max() for w in w_full.values()) == 127
+    assert max(np.abs(w.astype(int)).max() for w in w_red.values()) <= 64
+
+
+def test_unknown_calibration_method_is_a_config_error():
+    with pytest.raises(ConfigError, match="calibration_method"):
+        resolve_settings(resolve_target("rpi4"), QuantOverrides(calibration_method="magic"))
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_other_calibration_methods_produce_working_models(tiny_float_clean, tmp_path, method):
+    path, settings = _quantize(tiny_float_clean, tmp_path / f"{method}.onnx", calibration_method=method)
+    assert settings.calibration_method == method
+    x = models.tiny_inputs(8, seed=11)
+    f = np.concatenate([ort_session(tiny_float_clean).run(None, {"input": x[i:i + 1]})[0] for i in range(8)])
+    r = np.concatenate([ort_session(path, reference=True).run(None, {"input": x[i:i + 1]})[0] for i in range(8)])
+    assert sqnr_db(f, r) > 15
+
+
+def test_profile_files_are_validated(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((REPO / "targets" / "rpi4.toml").read_text().replace("threads = 4", "threads = 0"))
+    with pytest.raises(ConfigError, match="threads"):
+        load_profile(bad)
