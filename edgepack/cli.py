@@ -86,6 +86,7 @@ def build(
     latency_runs: int = typer.Option(50, "--latency-runs"),
     tflite_io: Optional[str] = typer.Option(None, "--tflite-io", help="full-int8 TFLite I/O type: int8 | uint8 | float32"),
     tflite_layout: Optional[str] = typer.Option(None, "--tflite-layout", help="TFLite I/O layout: NHWC | NCHW"),
+    emulate: bool = typer.Option(False, "--emulate", help="also verify ARM targets in an emulated device userland"),
     json_out: bool = typer.Option(False, "--json", help="print the manifest as JSON on stdout"),
 ):
     """Build, verify and bundle a release; exit 1 if a gate fails."""
@@ -99,6 +100,8 @@ def build(
             if given or calib or targets:
                 raise typer.BadParameter("give either CONFIG or --onnx/--torch/--pt2 with --calib and --targets, not both")
             cfg = load_config(config)
+            if emulate:
+                cfg = cfg.model_copy(update={"verify": cfg.verify.model_copy(update={"emulate": True})})
         else:
             if len(given) != 1 or not calib or not targets:
                 raise typer.BadParameter("without CONFIG, give exactly one of --onnx/--torch/--pt2, plus --calib and --targets")
@@ -112,7 +115,7 @@ def build(
                 "data": {"calibration": calib, "evaluation": eval_data, "calibration_samples": calibration_samples},
                 "targets": [t.strip() for t in targets.split(",") if t.strip()],
                 "quantization": {"calibration_method": calibration_method},
-                "verify": {"latency_runs": latency_runs},
+                "verify": {"latency_runs": latency_runs, "emulate": emulate},
                 "tflite": {"io_type": tflite_io, "layout": tflite_layout},
             }
             cfg = config_from_dict(data, source="command line")
@@ -158,28 +161,89 @@ def verify(
     threads: Optional[int] = typer.Option(None, "--threads"),
     runs: int = typer.Option(50, "--runs"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the result JSON here"),
+    emulate: bool = typer.Option(False, "--emulate", help="run ARM targets in an emulated device userland (qemu-user)"),
+    merge: bool = typer.Option(False, "--merge", help="write device-exact results into the bundle's manifest and report"),
 ):
     """Re-verify a bundle from its own files (checksums, golden I/O, bundled eval data)."""
     from .bundle import _json_safe
     from .device import verify_bundle
 
     try:
-        result = verify_bundle(bundle, target, threads=threads, runs=runs)
+        if emulate:
+            result = _verify_emulated(bundle, target)
+        else:
+            result = verify_bundle(bundle, target, threads=threads, runs=runs)
+        if merge:
+            from .device_results import merge_into_bundle
+
+            merge_into_bundle(bundle, result)
     except EdgepackError as exc:
         _fail(exc)
     if json_path:
         json_path.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+    _print_device_result(result)
+    raise typer.Exit(0 if result["passed"] else 1)
+
+
+def _verify_emulated(bundle: Path, target: str | None) -> dict:
+    """Run every ARM target of the bundle (or the one named) under qemu-user; one result."""
+    from .bundle import read_manifest
+    from .emulate import prepare_userland, run_device_runner
+    from .errors import BundleError
+    from .targets import TargetProfile, host_arch
+
+    manifest = read_manifest(bundle)
+    names = [target] if target else [t for t, v in manifest["targets"].items() if v["profile"]["cpu"]["arch"] != host_arch()]
+    if not names:
+        raise BundleError(f"{bundle}: no target of another CPU architecture to emulate (this host is {host_arch()})")
+    merged: dict = {}
+    for name in names:
+        if name not in manifest["targets"]:
+            raise BundleError(f"{bundle}: target {name!r} is not in this bundle (has: {', '.join(manifest['targets'])})")
+        profile = TargetProfile.model_validate(manifest["targets"][name]["profile"])
+        out.print(f"preparing the emulated {profile.cpu.model} userland (cached after the first time)…", highlight=False)
+        result = run_device_runner(prepare_userland(profile), bundle, name)
+        if not merged:
+            merged = result
+        else:
+            merged["targets"].update(result["targets"])
+            merged["problems"] += result["problems"]
+            merged["passed"] = merged["passed"] and result["passed"]
+    return merged
+
+
+def _print_device_result(result: dict) -> None:
     for p in result["problems"]:
         sys.stderr.write(f"FAIL {p}\n")
+    emulation = result.get("emulation")
     for tname, t in result["targets"].items():
         for a in t["artifacts"]:
             m = a.get("metrics")
-            detail = ""
+            detail = a.get("error", "")
             if m:
-                detail = (f"top-1 {m['top1']:.2f} % " if "top1" in m else "") + f"SQNR {m['sqnr_db']:.1f} dB ({a['gate_numerics']} numerics)"
+                label = a["gate_numerics"] + (f", emulated {emulation['cpu']}" if emulation and a["gate_numerics"] == "device-exact" else "")
+                detail = (f"top-1 {m['top1']:.2f} % " if "top1" in m else "") + f"SQNR {m['sqnr_db']:.1f} dB ({label} numerics, {a['runtime']})"
             out.print(f"{'PASS' if a['passed'] else 'FAIL'} {tname}/{a['kind']} {detail}", highlight=False)
     out.print("verified" if result["passed"] else "verification FAILED")
-    raise typer.Exit(0 if result["passed"] else 1)
+
+
+@app.command()
+def merge(bundle: Path = typer.Argument(..., help="a dist/<name>-<version> folder"),
+          result: Path = typer.Argument(..., help="JSON written by `python -m edgepack.device verify --json`")):
+    """Merge a device runner's result (e.g. from a real Raspberry Pi) into the bundle's report."""
+    from .device_results import merge_into_bundle
+    from .errors import BundleError
+
+    try:
+        try:
+            data = json.loads(result.read_text())
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{result}: not a readable device result JSON ({exc})") from None
+        manifest = merge_into_bundle(bundle, data)
+    except EdgepackError as exc:
+        _fail(exc)
+    out.print(f"merged into {bundle}/manifest.json and report.md: {manifest['status']}", highlight=False)
+    raise typer.Exit(0 if manifest["gates_passed"] else 1)
 
 
 @app.command("targets")

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -72,6 +72,7 @@ class VerifySection(_Strict):
     latency_runs: int = Field(50, ge=1)
     golden_samples: int = Field(5, ge=1)
     host_threads: int | None = Field(None, ge=1, description="override the profile threads")
+    emulate: bool = Field(False, description="run targets of another ISA in an emulated device userland")
 
 
 class GateOverrides(_Strict):
@@ -94,6 +95,101 @@ class TfliteOverrides(_Strict):
     layout: Literal["NHWC", "NCHW"] | None = Field(None, description="TFLite model I/O layout for 4-D tensors")
 
 
+# Importance criteria by name; edgepack.compress.importance.CRITERIA implements each one
+# (kept as plain names here so reading a config never imports torch).
+PRUNE_CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random")
+PRUNE_GRANULARITIES = ("filter", "fine", "vector", "kernel")
+
+
+class PruneSection(_Strict):
+    """[compress.prune]: remove channels (filter) or zero weights (fine, vector, kernel)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    ratio: float = Field(gt=0, lt=1, description="fraction of channels (filter) or weights/vectors/kernels to remove")
+    criterion: str = Field("l2", description=f"importance criterion: {' | '.join(PRUNE_CRITERIA)}")
+    granularity: Literal["filter", "fine", "vector", "kernel"] = "filter"
+    global_pruning: bool = Field(False, alias="global", description="rank all layers together instead of each alone")
+    per_layer: dict[str, float] = Field({}, description="module name -> ratio, overriding `ratio` there")
+    ignore: list[str] = Field([], description="module names left untouched (with their sub-modules)")
+    round_to: int | None = Field(None, ge=1, description="kept channels are a multiple of this; default: the first target's round_to")
+    steps: int = Field(1, ge=1, le=100, description="iterative pruning steps (distillation epochs are spread over them)")
+    recalibrate_bn: bool = Field(True, description="re-estimate BatchNorm statistics on calibration data after pruning")
+    random_trials: int = Field(3, ge=1, le=20, description="random-importance prunings the criterion is compared with")
+    importance_samples: int = Field(256, ge=1, description="calibration samples for gradient-based criteria (taylor)")
+
+    @field_validator("criterion")
+    @classmethod
+    def _known_criterion(cls, v: str) -> str:
+        if v not in PRUNE_CRITERIA:
+            raise ValueError(f"unknown criterion {v!r}; expected one of: {', '.join(PRUNE_CRITERIA)}")
+        return v
+
+    @field_validator("per_layer")
+    @classmethod
+    def _ratios_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, r in v.items():
+            if not 0 <= r < 1:
+                raise ValueError(f"ratio for {name!r} is {r}; expected 0 <= ratio < 1")
+        return v
+
+    @model_validator(mode="after")
+    def _criterion_fits_granularity(self):
+        if self.criterion == "bn_scale" and self.granularity != "filter":
+            raise ValueError(f"criterion 'bn_scale' scores whole channels; granularity {self.granularity!r} "
+                             "needs l1, l2, taylor or random")
+        return self
+
+
+class DistillSection(_Strict):
+    """[compress.distill]: the unpruned float model teaches the compressed one."""
+
+    epochs: int = Field(8, ge=1, le=1000)
+    lr: float = Field(1e-3, gt=0, le=1)
+    temperature: float = Field(4.0, gt=0, le=100)
+    alpha: float = Field(0.5, ge=0, le=1, description="strong mode: weight of the soft loss; 1 - alpha weighs the label loss")
+    mode: Literal["weak", "strong"] = Field("weak", description="weak: soft outputs only, no labels; strong: + labels + features")
+    feature_weight: float = Field(1.0, ge=0, description="strong mode: weight of intermediate feature matching")
+    feature_layers: list[str] = Field([], description="module names whose outputs are matched; default: one per resolution")
+    batch_size: int = Field(64, ge=2)
+    weight_decay: float = Field(0.0, ge=0)
+    data: str | None = Field(None, description="training data (.npy/.npz/folder/file.py:fn); default: the calibration data")
+    samples: int | None = Field(None, ge=2, description="use at most this many training samples")
+
+
+class LowRankSection(_Strict):
+    """[compress.lowrank]: Linear and 1x1 conv layers as two thinner layers (truncated SVD)."""
+
+    energy: float | None = Field(None, gt=0, le=1, description="keep the smallest rank holding this share of sum(s^2)")
+    rank: int | None = Field(None, ge=1)
+    ignore: list[str] = []
+
+    @model_validator(mode="after")
+    def _energy_or_rank(self):
+        if (self.energy is None) == (self.rank is None):
+            raise ValueError("set exactly one of energy (0 < energy <= 1) or rank")
+        return self
+
+
+class CompressSection(_Strict):
+    """[compress]: applied to a PyTorch model before export, in the order prune, lowrank, distill."""
+
+    prune: PruneSection | None = None
+    lowrank: LowRankSection | None = None
+    distill: DistillSection | None = None
+    seed: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.prune is not None or self.lowrank is not None
+
+    @model_validator(mode="after")
+    def _distill_needs_a_change(self):
+        if self.distill is not None and not self.enabled:
+            raise ValueError("distill needs a compression to recover from: add [compress.prune] or [compress.lowrank]")
+        return self
+
+
 class BuildConfig(_Strict):
     name: str
     version: str = "0.1.0"
@@ -106,14 +202,23 @@ class BuildConfig(_Strict):
     tflite: TfliteOverrides = TfliteOverrides()
     gates: GateOverrides = GateOverrides()
     verify: VerifySection = VerifySection()
-    # Compression stages (torch sources only); an ordered list of tables, see README.
-    compress: list[dict] = []
+    compress: CompressSection = CompressSection()
 
     @field_validator("name", "version")
     @classmethod
     def _safe_name(cls, v: str) -> str:
         if not _NAME_RE.match(v):
             raise ValueError("must be letters, digits, '.', '_' or '-' (it becomes a folder name)")
+        return v
+
+    @field_validator("compress")
+    @classmethod
+    def _compress_needs_torch(cls, v: CompressSection, info: ValidationInfo) -> CompressSection:
+        model = info.data.get("model")  # validated before `compress` (field order)
+        if v.enabled and model is not None and model.torch is None:
+            kind = "an ONNX file" if model.onnx is not None else "a .pt2 program (a frozen graph)"
+            raise ValueError(f"compression needs a PyTorch factory ([model] torch = 'file.py:factory'); "
+                             f"the model is {kind}")
         return v
 
     def config_hash(self) -> str:
@@ -143,6 +248,9 @@ def _resolve_paths(data: dict, base: Path) -> dict:
         for k in ("calibration", "evaluation"):
             if isinstance(d.get(k), str):
                 d[k] = fix(d[k])
+    distill = data.get("compress", {}).get("distill") if isinstance(data.get("compress"), dict) else None
+    if isinstance(distill, dict) and isinstance(distill.get("data"), str):
+        distill["data"] = fix(distill["data"])
     if isinstance(data.get("out"), str):
         data["out"] = fix(data["out"])
     if isinstance(data.get("targets"), list):  # profile files, not names

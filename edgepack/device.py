@@ -113,7 +113,7 @@ def verify_bundle(bundle: Path | str, target: str | None = None, *, threads: int
                 ares.update(passed=False, error=f"runtime unavailable: {exc}")
                 tres["artifacts"].append(ares)
                 continue
-            label = _numerics_label(profile, a["runtime"], session.version, host)
+            label = _numerics_label(profile, session.runtime, session.version, host)
             same_isa = host["arch"] == profile["cpu"]["arch"]
             golden = output_metrics(golden_ref, run_all(session, golden_x, batch)[0], None)
             golden_ok = a["precision"] != "float32" or golden["sqnr_db"] >= FLOAT_GOLDEN_MIN_SQNR_DB
@@ -145,7 +145,7 @@ def verify_bundle(bundle: Path | str, target: str | None = None, *, threads: int
             ares.update({
                 "numerics": numerics,
                 "gate_numerics": gate_numerics,
-                "runtime": f"{a['runtime']} {session.version}",
+                "runtime": f"{session.runtime} {session.version}",
                 "golden": golden,
                 "metrics": metrics,
                 "baseline": baseline,

@@ -26,6 +26,10 @@ def host_info() -> dict:
             elif key in ("flags", "features") and not flags:
                 flags = value.split()
     interesting = [f for f in flags if "vnni" in f or f in ("avx2", "avx512f", "asimddp", "i8mm", "asimd")]
+    emulated = os.environ.get("EDGEPACK_EMULATED_CPU")
+    if emulated:
+        # qemu-user passes the host's /proc/cpuinfo through: describe the emulated CPU instead.
+        name, interesting = f"{emulated} (emulated by qemu-user on {name})", []
     machine = platform.machine().lower()
     return {
         "cpu": name,

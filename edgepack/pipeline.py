@@ -167,9 +167,29 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
             "failures": failures,
         }
         write_manifest(manifest, root)
+        if config.verify.emulate:
+            manifest = _emulate_targets(manifest, profiles, root, rep)
+            write_manifest(manifest, root)
+            failures, passed = manifest["failures"], manifest["gates_passed"]
         (root / "report.md").write_text(render_report(manifest))
         bundle = staging.commit()
     return BuildResult(bundle=bundle, passed=passed, manifest=manifest, failures=failures)
+
+
+def _emulate_targets(manifest: dict, profiles, root: Path, rep: Reporter) -> dict:
+    """Device-exact numbers for every target of another ISA, merged into the manifest."""
+    from .device_results import merge_device_result
+    from .emulate import prepare_userland, run_device_runner
+    from .targets import host_arch
+
+    for profile in profiles:
+        if profile.cpu.arch == host_arch():
+            continue
+        rep.step(f"emulated {profile.cpu.model}: device-exact verification of {profile.name}")
+        result = run_device_runner(prepare_userland(profile, progress=rep.track("preparing userland")), root,
+                                   profile.name)
+        manifest = merge_device_result(manifest, result)
+    return manifest
 
 
 def _with_overrides(profile: TargetProfile, config: BuildConfig) -> TargetProfile:
@@ -190,7 +210,7 @@ def _float_graph(config: BuildConfig, tmp: Path, rep: Reporter) -> tuple[Path, d
     if loaded.kind == "onnx":
         model, source = load_onnx(loaded.onnx_path), str(loaded.onnx_path)
     else:
-        if config.compress:
+        if config.compress.enabled:
             from .compress import compress  # torch-only stage
 
             rep.step("compressing")

@@ -41,6 +41,10 @@ def render_report(m: dict) -> str:
         "- **reference**: the artifact's int8 QDQ graph executed op by op without graph optimisation "
         "(dequantise → float op → requantise): the quantised model's device-independent numerics, "
         "free of any CPU's fused-kernel shortcuts.",
+        "- **device-exact**: the device's own runtime build on the device's CPU — "
+        + ("; ".join(f"{d['where']}" + (f" ({d['emulation'].get('requirements')})" if d.get("emulation") else "")
+                     for d in m.get("device_results", [])) or "not measured for this bundle")
+        + ". When present, accuracy gates read these numbers. Emulated runs give exact numerics, never latency.",
         "- **latency** is always measured on this host with the profile's threads capped at the host's "
         f"{host['cores']} usable cores; for a target of another ISA it is *not* the device's latency and latency gates are not judged.",
         "",

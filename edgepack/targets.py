@@ -76,6 +76,7 @@ class DeviceRuntime(_Strict):
     """Versions the device runs; used by device-exact verification."""
 
     python: str = "3.11"
+    numpy: str | None = None
     onnxruntime: str | None = None
     ai_edge_litert: str | None = None
     tflite_runtime: str | None = None

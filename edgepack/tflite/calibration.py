@@ -112,10 +112,13 @@ def measure_ranges(model_bytes: bytes, indices: list[int], samples) -> dict[int,
     """Global min/max of the given tensors over the samples, on the float TFLite model."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_content=model_bytes, num_threads=2,
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-                     experimental_preserve_all_tensors=True)
-    it.allocate_tensors()
+    from ..runtimes.litert import _quiet_stderr
+
+    with _quiet_stderr():
+        it = Interpreter(model_content=model_bytes, num_threads=2,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                         experimental_preserve_all_tensors=True)
+        it.allocate_tensors()
     inp = it.get_input_details()[0]["index"]
     out: dict[int, tuple[float, float]] = {}
     for x in samples:

@@ -161,9 +161,12 @@ def _check_runs(model_bytes: bytes, in_shape, io_dtype) -> None:
     fill value stayed float): run one inference so such a file is never shipped."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from ..runtimes.litert import _quiet_stderr
+
     try:
-        it = Interpreter(model_content=model_bytes, num_threads=1)
-        it.allocate_tensors()
+        with _quiet_stderr():
+            it = Interpreter(model_content=model_bytes, num_threads=1)
+            it.allocate_tensors()
         it.set_tensor(it.get_input_details()[0]["index"], np.zeros(in_shape, io_dtype))
         it.invoke()
     except Exception as exc:
