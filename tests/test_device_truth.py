@@ -179,6 +179,17 @@ def test_runner_in_a_fresh_venv_with_only_numpy_and_onnxruntime(unseen_bundle, t
     assert "PASS rpi4/ort-int8" in arm.stdout
     assert "needs ai-edge-litert or tflite-runtime" in arm.stdout + arm.stderr
 
+    # and the `edgepack verify` command itself, from edgepack installed without its dependencies
+    inst = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(REPO)], capture_output=True, text=True)
+    assert inst.returncode == 0, inst.stderr[-2000:]
+    env.pop("PYTHONPATH")
+    cmd = subprocess.run([str(venv / "bin" / "edgepack"), "verify", str(unseen_bundle.bundle), "--target", "x86-64",
+                          "--runs", "3"], capture_output=True, text=True, env=env, timeout=600)
+    assert cmd.returncode == 0, cmd.stdout + cmd.stderr
+    assert "verified" in cmd.stdout
+    other = subprocess.run([str(venv / "bin" / "edgepack"), "build", "x.toml"], capture_output=True, text=True, env=env)
+    assert other.returncode == 2 and "only `edgepack verify" in other.stderr, other.stderr
+
 
 def _write(path: Path, data: dict) -> Path:
     path.write_text(json.dumps(data))
