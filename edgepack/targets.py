@@ -62,7 +62,6 @@ class OrtSettings(_Strict):
 class TfliteSettings(_Strict):
     io_type: Literal["float32", "int8", "uint8"] = "float32"
     layout: Literal["NHWC", "NCHW"] = "NHWC"
-    xnnpack: bool = True
 
 
 class Gates(_Strict):
