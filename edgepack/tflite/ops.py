@@ -157,15 +157,21 @@ def _edge_pad(ctx: Context, x_idx: int, pads, name: str) -> int:
 # convolution, fully connected
 # ---------------------------------------------------------------------------------------
 
+def _weight_and_bias(ctx: Context, node, out_axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """A 2-D convolution's constant weight, and its bias (zeros when absent)."""
+    w = ctx.require_const(node.input[1], node, "the weight").astype(np.float32)
+    if w.ndim != 4:
+        _fail(node, f"only 2-D {node.op_type} is supported (weight rank {w.ndim})")
+    if len(node.input) > 2 and node.input[2]:
+        return w, ctx.require_const(node.input[2], node, "the bias").astype(np.float32)
+    return w, np.zeros(w.shape[out_axis], np.float32)
+
+
 @converter("Conv")
 def conv(ctx: Context, node):
     a = attrs(node)
     x, w_name = node.input[0], node.input[1]
-    w = ctx.require_const(w_name, node, "the weight").astype(np.float32)
-    if w.ndim != 4:
-        _fail(node, f"only 2-D convolutions are supported (weight rank {w.ndim})")
-    bias = ctx.require_const(node.input[2], node, "the bias").astype(np.float32) if len(node.input) > 2 and node.input[2] \
-        else np.zeros(w.shape[0], np.float32)
+    w, bias = _weight_and_bias(ctx, node, out_axis=0)
     n, c, h, wd = ctx.shape(x)
     m, cg, kh, kw = w.shape
     group = a.get("group", 1)
@@ -214,9 +220,7 @@ def conv(ctx: Context, node):
 def conv_transpose(ctx: Context, node):
     a = attrs(node)
     x, w_name = node.input[0], node.input[1]
-    w = ctx.require_const(w_name, node, "the weight").astype(np.float32)
-    if w.ndim != 4:
-        _fail(node, "only 2-D transposed convolutions are supported")
+    w, bias = _weight_and_bias(ctx, node, out_axis=1)
     if a.get("group", 1) != 1:
         _fail(node, "grouped ConvTranspose is not supported")
     if any(d != 1 for d in a.get("dilations", [1, 1])):
@@ -234,8 +238,6 @@ def conv_transpose(ctx: Context, node):
     # output_padding may reach past the VALID output: TRANSPOSE_CONV then writes a larger
     # output whose extra rows/columns hold only the bias, as in ONNX.
     full = (n, max(valid[0], p[0] + oh), max(valid[1], p[1] + ow), m)
-    bias = ctx.require_const(node.input[2], node, "the bias").astype(np.float32) if len(node.input) > 2 and node.input[2] \
-        else np.zeros(m, np.float32)
     xin = ctx.get(x, NHWC)
     act, out_name = take_activation(ctx, node)
     cropped = tuple(p) != (0, 0) or (oh, ow) != full[1:3]
