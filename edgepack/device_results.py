@@ -22,6 +22,7 @@ def merge_device_result(manifest: dict, result: dict) -> dict:
     emulation = result.get("emulation")
     where = (f"emulated {emulation['cpu']} under {emulation['qemu']}" if emulation
              else f"{runner.get('cpu', 'device')} ({runner.get('arch')})")
+    exact_any = False
     for tname, tres in result.get("targets", {}).items():
         target = manifest["targets"].get(tname)
         if target is None:
@@ -42,6 +43,7 @@ def merge_device_result(manifest: dict, result: dict) -> dict:
                                                               "note": "not device-exact (runtime version differs "
                                                                       "from the profile's pin or ISA differs)"})
                 continue
+            exact_any = True
             numbers = dict(res["numerics"]["device-exact"])
             numbers.update({"measured_on": where, "runtime": res.get("runtime"), "emulated": bool(emulation)})
             metrics["numerics"]["device-exact"] = numbers
@@ -69,6 +71,7 @@ def merge_device_result(manifest: dict, result: dict) -> dict:
     manifest.setdefault("device_results", []).append({
         "merged_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "where": where, "runner": runner, "emulation": emulation, "problems": result.get("problems", []),
+        "device_exact": exact_any,
     })
     return manifest
 

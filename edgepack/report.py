@@ -43,7 +43,7 @@ def render_report(m: dict) -> str:
         "free of any CPU's fused-kernel shortcuts.",
         "- **device-exact**: the device's own runtime build on the device's CPU — "
         + ("; ".join(f"{d['where']}" + (f" ({d['emulation'].get('requirements')})" if d.get("emulation") else "")
-                     for d in m.get("device_results", [])) or "not measured for this bundle")
+                     for d in m.get("device_results", []) if d.get("device_exact")) or "not measured for this bundle")
         + ". When present, accuracy gates read these numbers. Emulated runs give exact numerics, never latency.",
         "- **latency** is always measured on this host with the profile's threads capped at the host's "
         f"{host['cores']} usable cores; for a target of another ISA it is *not* the device's latency and latency gates are not judged.",
@@ -57,6 +57,7 @@ def render_report(m: dict) -> str:
         + (f"top-1 {_f(b.get('top1'))} %, top-5 {_f(b.get('top5'))} %" if labelled else "no labels: artifacts are compared by SQNR and agreement")
         + f" on {b['samples']} samples."
     )
+    lines += _compression_section(m)
     for tname, t in m["targets"].items():
         prof = t["profile"]
         lines += ["", f"## Target `{tname}` — {prof['description']}", "",
@@ -71,8 +72,8 @@ def render_report(m: dict) -> str:
         lines += [head, "|" + "---|" * (head.count("|") - 1)]
         for a in t["artifacts"]:
             mt = a["metrics"]
-            lat = mt["latency"]
-            lat_s = f"{_f(lat['p50_ms'])} / {_f(lat['p90_ms'])} / {_f(lat['p99_ms'])} (host, {lat['threads']} thr)"
+            lat, where = (mt["device_latency"], "device") if mt.get("device_latency") else (mt["latency"], "host")
+            lat_s = f"{_f(lat['p50_ms'])} / {_f(lat['p90_ms'])} / {_f(lat['p99_ms'])} ({where}, {lat['threads']} thr)"
             gates = "; ".join(f"{'✅' if v['passed'] else ('❌' if v['passed'] is False else '—')} {v['gate']} {_f(v['value'], 3)}"
                               f" (≤/≥ {v['threshold']})" for v in mt["gates"]) or "none"
             for i, (kind, nm) in enumerate(mt["numerics"].items()):
@@ -88,3 +89,126 @@ def render_report(m: dict) -> str:
     lines += ["", "Re-verify this bundle anywhere with `edgepack verify <bundle>` "
               "(or `python -m edgepack.device verify <bundle>` with only numpy and a runtime).", ""]
     return "\n".join(lines)
+
+
+def _n(v) -> str:
+    """A count in engineering units: 1.23 M, 45.6 k."""
+    for div, unit in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(v) >= div:
+            return f"{v / div:.2f}{unit}"
+    return str(int(v))
+
+
+def _times(before, after, word: str) -> str:
+    if not before or not after:
+        return ""
+    r = before / after
+    return f" ({r:.2f}× {word})" if r >= 1 else f" ({1 / r:.2f}× more)"
+
+
+def _step_text(c: dict) -> list[str]:
+    out = []
+    p = c.get("prune")
+    if p:
+        what = ("of channels (filter pruning: channels removed)" if p["granularity"] == "filter"
+                else f"of {p['granularity']}-grained units zeroed (masks)")
+        extra = f", kept channels rounded to multiples of {p['round_to']}" if p.get("round_to") else ""
+        out.append(f"pruning {p['ratio'] * 100:.0f} % {what}, criterion `{p['criterion']}`, "
+                   f"{'global' if p['global'] else 'per-layer'} ranking{extra}, {p['steps']} step(s)")
+    lr = c.get("lowrank")
+    if lr:
+        how = f"energy {lr['energy']}" if lr.get("energy") is not None else f"rank {lr['rank']}"
+        out.append(f"low-rank factorisation ({how}): {lr['replaced']} of {len(lr['layers'])} eligible layers replaced")
+    d = c.get("distill")
+    if d:
+        out.append(f"distillation from the unpruned model ({d['mode']}, {d['epochs']} epochs, T = {d['temperature']}, "
+                   f"on {d['samples']} samples of {d['data']})")
+    return out
+
+
+def _compression_section(m: dict) -> list[str]:
+    """The compression table: float unpruned → float compressed → each artifact, all measured."""
+    c = m.get("compression")
+    if not c:
+        return []
+    labelled = c["evaluation"]["labelled"]
+    un, co = c["float_unpruned"], c["float_compressed"]
+    before, after = c["before"], c["after"]
+    metric = "top-1 %" if labelled else "agreement % with unpruned"
+    qv = lambda mt: mt.get("top1") if labelled else mt.get("top1_agreement")  # noqa: E731
+    lines = ["", "## Compression", "", "Applied to the PyTorch model before export, in this order: "
+             + "; then ".join(_step_text(c)) + ".", ""]
+    head = (f"| model | parameters | MACs | file | zlib-compressed | zero weights | latency p50 ms (host) | {metric} |")
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    base_q = qv(un["metrics"])
+    lines.append(f"| float, unpruned | {_n(before['parameters'])} | {_n(before['macs'])} | {_kb(un['size_bytes'])} | "
+                 f"{_kb(un['zlib_bytes'])} | {_f(100 * before['zero_fraction'], 1)} % | "
+                 f"{_f(un['latency_p50_ms'], 3)} ({un['threads']} thr) | {_f(base_q)} |")
+    q = qv(co["metrics"])
+    lines.append(
+        f"| float, compressed | {_n(after['parameters'])}{_times(before['parameters'], after['parameters'], 'fewer')} | "
+        f"{_n(after['macs'])}{_times(before['macs'], after['macs'], 'fewer')} | "
+        f"{_kb(co['size_bytes'])}{_times(un['size_bytes'], co['size_bytes'], 'smaller')} | "
+        f"{_kb(co['zlib_bytes'])}{_times(un['zlib_bytes'], co['zlib_bytes'], 'smaller')} | "
+        f"{_f(100 * after['zero_fraction'], 1)} % | "
+        f"{_f(co['latency_p50_ms'], 3)} ({co['threads']} thr){_times(un['latency_p50_ms'], co['latency_p50_ms'], 'faster')} | "
+        f"{_f(q)}" + (f" ({_f(q - base_q)})" if labelled and q is not None else "") + " |")
+    for tname, t in m["targets"].items():
+        for a in t["artifacts"]:
+            mt = a["metrics"]
+            nm = mt["numerics"][mt["gate_numerics"]]
+            lat = mt["latency"]
+            if labelled:
+                acc = f"{_f(nm.get('top1'))} ({_f(nm['top1'] - base_q)}, {mt['gate_numerics']})"
+            else:  # artifacts are compared with the compressed float model
+                acc = f"{_f(nm['top1_agreement'])} with compressed ({mt['gate_numerics']})"
+            lines.append(f"| {tname} `{a['kind']}` | as compressed | as compressed | {_kb(a['size_bytes'])} | – | – | "
+                         f"{_f(lat['p50_ms'], 3)} ({lat['threads']} thr) | {acc} |")
+    lines += ["", "Parameters and MACs (conv and linear multiply-accumulates) are counted on the PyTorch module; "
+              "file sizes are the cleaned float ONNX files; latencies are ONNX Runtime on this host for the float rows "
+              f"(median of 3 interleaved rounds, same threads) and each artifact's own runtime for the others; "
+              f"accuracy is on the {c['evaluation']['samples']} evaluation samples."]
+    p = c.get("prune")
+    if p:
+        lines.append("")
+        if not p["speeds_up_dense_runtimes"]:
+            lines.append(f"**{p['granularity'].capitalize()}-grained pruning does not speed up dense runtimes**: ONNX Runtime "
+                         "and TFLite multiply zeros like any other weight, and the tensors keep their shapes. What it "
+                         f"changes is the share of zero weights ({_f(100 * before['zero_fraction'], 1)} % → "
+                         f"{_f(100 * after['zero_fraction'], 1)} %) and the compressed size of the file "
+                         f"({_kb(un['zlib_bytes'])} → {_kb(co['zlib_bytes'])} with zlib), which matters for downloads, "
+                         "or for a sparse kernel that this toolchain does not provide.")
+        rb = p.get("random_baseline")
+        ap = p["after_pruning"]
+        name = "top-1" if labelled else "agreement with the unpruned model"
+        if rb:
+            if p["beats_random"] and ap["value"] > rb["max"]:
+                verdict = "**beats random** (every random trial)"
+            elif p["beats_random"]:
+                verdict = "**beats random on average**, though not every random trial"
+            else:
+                verdict = "**does NOT beat random**"
+            lines.append("")
+            lines.append(f"Criterion check, right after pruning (BatchNorm statistics re-estimated, before any "
+                         f"fine-tuning), {name} in PyTorch: `{p['criterion']}` {_f(ap['value'])} % vs random importance "
+                         f"{_f(rb['value'])} % (mean of {rb['trials']} seeded prunings at the same settings, "
+                         f"range {_f(rb['min'])}–{_f(rb['max'])} %): the criterion {verdict}.")
+        else:
+            lines.append("")
+            lines.append(f"The criterion is random importance (the baseline): right after pruning, {name} "
+                         f"{_f(ap['value'])} %.")
+    lr = c.get("lowrank")
+    if lr:
+        ranks = ", ".join(f"`{n}` {v['in']}→{v['rank']}→{v['out']}" for n, v in lr["layers"].items() if v["replaced"])
+        lines += ["", f"Low-rank: {ranks or 'no layer, since no rank below the threshold saves MACs'}; "
+                     f"quality right after: {_f(lr['after_lowrank']['value'])} %."]
+    d = c.get("distill")
+    if d:
+        losses = d["losses"]
+        lines += ["", f"Distillation ({d['mode']}): {_f(d['before']['value'])} → {_f(d['after']['value'])} % "
+                     f"({'top-1' if labelled else 'agreement'}, PyTorch); loss {_f(losses[0], 4)} → {_f(losses[-1], 4)} "
+                     f"over {len(losses)} epochs; BatchNorm statistics re-estimated afterwards"
+                     + (f"; features matched at {', '.join(f'`{n}`' for n in d['feature_layers'])}"
+                        if d.get("feature_layers") else "") + "."]
+    return lines
+
