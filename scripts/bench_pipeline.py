@@ -15,6 +15,12 @@ Models:
                     generated, unlabelled images (so the numerics gate is the SQNR gate).
                     Targets ``rpi4,x86-64``.
 
+                    Expect its int8 artifacts to fail the 30 dB SQNR gate (about 11 dB): an
+                    untrained deep network amplifies any perturbation of its input. The float
+                    model alone, fed inputs rounded to 256 levels (what an int8 model's first
+                    quantiser does), already gives only ~12.6 dB at the logits. It times the
+                    pipeline faithfully; its accuracy numbers mean nothing.
+
 Generated images are fixed-seed: ``--data smooth`` (default) draws 28x28 Gaussian noise per
 channel, upsamples it bilinearly to 224x224 and adds a little pixel noise, which gives
 image-like spatial correlation; ``--data normal`` is i.i.d. N(0, 1) per pixel. Both have
@@ -258,8 +264,8 @@ def print_report(name, cfg, facts, timer: StageTimer, t0, t1, result) -> None:
         groups[_group(sname)] = groups.get(_group(sname), 0.0) + (b - a)
     print("by kind: " + ", ".join(f"{g} {s:.2f} s ({100 * s / total:.0f}%)"
                                  for g, s in sorted(groups.items(), key=lambda kv: -kv[1])))
-    print("(cpu s: this process's CPU time in the stage, all threads; it does not grow when other processes\n"
-          " compete for the CPUs, but multi-threaded ONNX Runtime stages count every pool thread)")
+    print("(cpu s: this process's CPU time in the stage, all threads; less inflated than wall time when other\n"
+          " processes compete for the CPUs, but multi-threaded ONNX Runtime stages count every pool thread)")
     print(f"total {total:.1f} s = {total / BUDGET_S:.2f}x of the {BUDGET_S:.0f} s budget")
     if "others_cpu_s" in facts:
         cores = os.cpu_count() or 1
@@ -291,6 +297,8 @@ def print_report(name, cfg, facts, timer: StageTimer, t0, t1, result) -> None:
     print(f"status: {m['status'].upper()}")
     for f in result.failures:
         print(f"  gate failed: {f}")
+    if name == "mobilenet_v2" and any("sqnr" in f for f in result.failures):
+        print("  (expected for this untrained network: see the module docstring)")
 
 
 def _code_version() -> str:
