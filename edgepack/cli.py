@@ -87,6 +87,13 @@ def build(
     tflite_io: Optional[str] = typer.Option(None, "--tflite-io", help="full-int8 TFLite I/O type: int8 | uint8 | float32"),
     tflite_layout: Optional[str] = typer.Option(None, "--tflite-layout", help="TFLite I/O layout: NHWC | NCHW"),
     emulate: bool = typer.Option(False, "--emulate", help="also verify ARM targets in an emulated device userland"),
+    prune: Optional[float] = typer.Option(None, "--prune", help="torch only: prune this fraction of channels (0..1)"),
+    prune_criterion: Optional[str] = typer.Option(None, "--prune-criterion", help="l1 | l2 | bn_scale | taylor | random"),
+    prune_granularity: Optional[str] = typer.Option(None, "--prune-granularity", help="filter | fine | vector | kernel"),
+    distill_epochs: Optional[int] = typer.Option(None, "--distill-epochs", help="distil from the unpruned model afterwards"),
+    distill_mode: Optional[str] = typer.Option(None, "--distill-mode", help="weak (no labels) | strong (labels + features)"),
+    distill_data: Optional[str] = typer.Option(None, "--distill-data", help="training data for distillation (default: --calib)"),
+    lowrank_energy: Optional[float] = typer.Option(None, "--lowrank-energy", help="factorise Linear/1x1 layers keeping this energy"),
     json_out: bool = typer.Option(False, "--json", help="print the manifest as JSON on stdout"),
 ):
     """Build, verify and bundle a release; exit 1 if a gate fails."""
@@ -95,9 +102,11 @@ def build(
 
     sources = {"onnx": onnx_model, "torch": torch_model, "pt2": pt2_model}
     given = {k: v for k, v in sources.items() if v is not None}
+    compress = _compress_flags(prune, prune_criterion, prune_granularity, distill_epochs, distill_mode, distill_data,
+                               lowrank_energy)
     try:
         if config is not None:
-            if given or calib or targets:
+            if given or calib or targets or compress:
                 raise typer.BadParameter("give either CONFIG or --onnx/--torch/--pt2 with --calib and --targets, not both")
             cfg = load_config(config)
             if emulate:
@@ -117,6 +126,7 @@ def build(
                 "quantization": {"calibration_method": calibration_method},
                 "verify": {"latency_runs": latency_runs, "emulate": emulate},
                 "tflite": {"io_type": tflite_io, "layout": tflite_layout},
+                "compress": compress,
             }
             cfg = config_from_dict(data, source="command line")
         # Progress bars are for people at a terminal; logs and pipes get none.
@@ -135,6 +145,19 @@ def build(
     for f in result.failures:
         sys.stderr.write(f"gate failed: {f}\n")
     raise typer.Exit(result.exit_code)
+
+
+def _compress_flags(prune, criterion, granularity, epochs, mode, data, energy) -> dict:
+    """The [compress] section the compression flags describe (unset flags keep the defaults)."""
+    keep = lambda d: {k: v for k, v in d.items() if v is not None}  # noqa: E731
+    section = {}
+    if prune is not None or criterion or granularity:
+        section["prune"] = keep({"ratio": prune, "criterion": criterion, "granularity": granularity})
+    if epochs is not None or mode or data:
+        section["distill"] = keep({"epochs": epochs, "mode": mode, "data": data})
+    if energy is not None:
+        section["lowrank"] = {"energy": energy}
+    return section
 
 
 def _print_summary(m: dict) -> None:

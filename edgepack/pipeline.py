@@ -1,6 +1,8 @@
 """The build pipeline: the only module that knows the order of the stages.
 
-load → (compress) → export → clean → calibrate/quantise → emit per target → verify → bundle.
+load → (load data → compress) → export → clean → load data → calibrate/quantise → emit per target
+→ verify → bundle. With compression the data is loaded before export (checked against the
+declared input shape), so the compress stage can train and judge with it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .config import BuildConfig
 from .data import Dataset, load_dataset
 from .emit import GraphSet, writer_for
 from .errors import ConfigError
-from .graph import clean_float_graph, io_specs, load_onnx, op_counts, parameter_count
+from .graph import TensorSpec, clean_float_graph, io_specs, load_onnx, op_counts, parameter_count
 from .hostinfo import host_info
 from .quantize import (calibrate, calibration_key, quantize_static, quantized_fraction, ranges_by_name,
                        resolve_settings)
@@ -64,7 +66,16 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     with Staging(final) as staging, tempfile.TemporaryDirectory(prefix="edgepack-") as tmp:
         root, tmp = staging.path, Path(tmp)
         rep.step("loading model")
-        float_path, source_info = _float_graph(config, tmp, rep)
+        from .load import load_model
+
+        loaded = load_model(config.model)
+        data, compression = None, None
+        if config.compress.enabled:  # config validation guarantees a torch factory here
+            # Compression trains and judges with the data, so it is loaded before export, checked
+            # against the declared input: the exported graph's input is input_shape in float32.
+            data = _load_data(config, TensorSpec("input", tuple(config.model.input_shape), "float32"), rep)
+            loaded.module, compression = _compress(loaded.module, config, profiles, data, tmp, rep)
+        float_path, source_info = _float_graph(loaded, config, tmp, rep)
         baseline_dir = root / "baseline"
         baseline_dir.mkdir()
         shutil.copyfile(float_path, baseline_dir / "model.float.onnx")
@@ -78,23 +89,16 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
                              f"({', '.join(i.name for i in inputs)}); edgepack supports single-input models")
         in_spec = inputs[0]
         batch = in_spec.shape[0]
-
-        rep.step("loading data")
-        d = config.data
-        calib = load_dataset(d.calibration, in_spec, x_key=d.x_key, y_key=d.y_key, preprocess=d.preprocess,
-                             limit=d.calibration_samples, role="calibration")
-        if d.evaluation:
-            evalset = load_dataset(d.evaluation, in_spec, x_key=d.x_key, y_key=d.y_key, preprocess=d.preprocess,
-                                   limit=d.evaluation_samples, role="evaluation")
-            eval_note = "held-out evaluation data"
-        else:
-            evalset, eval_note = calib, "calibration data (no evaluation data given: numbers are optimistic)"
+        calib, evalset, eval_note = data or _load_data(config, in_spec, rep)
         n_eval = (len(evalset) // batch) * batch
         x_eval, y_eval = evalset.x[:n_eval], (None if evalset.y is None else evalset.y[:n_eval])
 
         rep.step("float baseline")
         base = baseline_outputs(float_path, x_eval, y_eval, batch)
         _write_reference_data(root, config, evalset, x_eval, y_eval, base, batch)
+        if compression is not None:
+            rep.step("measuring the compressed float model against the unpruned one")
+            compression = _compression_entry(compression, float_path, x_eval, y_eval, batch, profiles, config)
 
         quantized: dict[str, tuple[Path, dict]] = {}
         calibrations: dict[str, object] = {}
@@ -155,6 +159,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
             },
             "baseline": {**file_entry(float_path, root), "runtime": "onnxruntime", "precision": "float32",
                          "metrics": base.metrics, "measured_on": "host (fp32; platform-independent within 1e-5)"},
+            "compression": compression,
             "data": {
                 "calibration": {"source": calib.source, "samples": len(calib)},
                 "evaluation": {"source": evalset.source, "samples": n_eval, "labelled": y_eval is not None,
@@ -201,20 +206,84 @@ def _with_overrides(profile: TargetProfile, config: BuildConfig) -> TargetProfil
     return profile.model_copy(update={"tflite": profile.tflite.model_copy(update=tfl)})
 
 
-def _float_graph(config: BuildConfig, tmp: Path, rep: Reporter) -> tuple[Path, dict]:
-    """Load the source and return a cleaned float ONNX path plus a description of the source."""
-    from .load import load_model
+def _load_data(config: BuildConfig, in_spec: TensorSpec, rep: Reporter) -> tuple[Dataset, Dataset, str]:
+    """Calibration and evaluation data checked against the model input; evaluation falls back
+    to the calibration data (and says so)."""
+    rep.step("loading data")
+    d = config.data
+    calib = load_dataset(d.calibration, in_spec, x_key=d.x_key, y_key=d.y_key, preprocess=d.preprocess,
+                         limit=d.calibration_samples, role="calibration")
+    if d.evaluation:
+        evalset = load_dataset(d.evaluation, in_spec, x_key=d.x_key, y_key=d.y_key, preprocess=d.preprocess,
+                               limit=d.evaluation_samples, role="evaluation")
+        return calib, evalset, "held-out evaluation data"
+    return calib, calib, "calibration data (no evaluation data given: numbers are optimistic)"
 
+
+def _compress(module, config: BuildConfig, profiles: list[TargetProfile], data, tmp: Path, rep: Reporter):
+    """Run the compress stage; also export the unpruned model, which the report compares with."""
+    from .compress import CompressionData, compress  # torch-only stage
+    from .export import export_torch
+
+    m, d, dcfg = config.model, config.data, config.compress.distill
+    calib, evalset, _ = data
+    batch = m.input_shape[0]
+    n_eval = (len(evalset) // batch) * batch
+    train, train_source = None, "calibration data"
+    if dcfg is not None and dcfg.data:
+        spec = TensorSpec("input", tuple(m.input_shape), "float32")
+        train = load_dataset(dcfg.data, spec, x_key=d.x_key, y_key=d.y_key, preprocess=d.preprocess,
+                             limit=dcfg.samples, role="distillation")
+        train_source = train.source
+    rep.step("exporting the unpruned model (the comparison baseline)")
+    raw = export_torch(module, tuple(m.input_shape), tmp / "unpruned.exported.onnx", opset=m.opset)
+    unpruned = tmp / "unpruned.float.onnx"
+    onnx.save(clean_float_graph(load_onnx(raw), m.torch, m.input_shape), str(unpruned))
+    rep.step("compressing")
+    result = compress(module, config.compress, rep, data=CompressionData(
+        input_shape=tuple(m.input_shape), calibration_x=calib.x, calibration_y=calib.y,
+        eval_x=evalset.x[:n_eval], eval_y=None if evalset.y is None else evalset.y[:n_eval],
+        train_x=None if train is None else train.x, train_y=None if train is None else train.y,
+        train_source=train_source, round_to=profiles[0].round_to))
+    return result.module, {"record": result.record, "unpruned_onnx": unpruned}
+
+
+def _compression_entry(compression: dict, float_path: Path, x, y, batch: int, profiles, config: BuildConfig) -> dict:
+    """The manifest's `compression` block: the stage's torch measurements plus the float ONNX
+    files before and after (size, zlib size, ONNX Runtime latency with the same threads,
+    quality on the evaluation data against the unpruned model)."""
+    import zlib
+
+    from .hostinfo import usable_cores
+    from .metrics import measure_latency, output_metrics, run_all
+    from .runtimes import open_session
+
+    threads = min(config.verify.host_threads or profiles[0].threads, usable_cores())
+    paths = {"float_unpruned": compression["unpruned_onnx"], "float_compressed": float_path}
+    sessions = {k: open_session(p, threads) for k, p in paths.items()}
+    outputs = {k: run_all(s, x, batch)[0] for k, s in sessions.items()}
+    # Interleaved rounds, so background load hits both models alike; median of round p50s.
+    p50s: dict[str, list[float]] = {k: [] for k in paths}
+    for _ in range(3):
+        for k, s in sessions.items():
+            p50s[k].append(measure_latency(s, x[:batch], config.verify.warmup_runs, config.verify.latency_runs)["p50_ms"])
+    entry = {**compression["record"], "threads": threads}
+    for k, p in paths.items():
+        data = Path(p).read_bytes()
+        entry[k] = {"size_bytes": len(data), "zlib_bytes": len(zlib.compress(data, 9)),
+                    "latency_p50_ms": float(np.median(p50s[k])), "latency_rounds_p50_ms": p50s[k],
+                    "runtime": "onnxruntime", "threads": threads,
+                    "metrics": output_metrics(outputs["float_unpruned"], outputs[k], y)}
+    return entry
+
+
+def _float_graph(loaded, config: BuildConfig, tmp: Path, rep: Reporter) -> tuple[Path, dict]:
+    """Export (torch) or read (ONNX) the loaded source; return a cleaned float ONNX path plus a
+    description of the source."""
     m = config.model
-    loaded = load_model(m)
     if loaded.kind == "onnx":
         model, source = load_onnx(loaded.onnx_path), str(loaded.onnx_path)
     else:
-        if config.compress.enabled:
-            from .compress import compress  # torch-only stage
-
-            rep.step("compressing")
-            loaded.module = compress(loaded.module, config, rep)
         from .export import export_torch
 
         rep.step("exporting to ONNX")

@@ -91,6 +91,10 @@ def render_report(m: dict) -> str:
     return "\n".join(lines)
 
 
+def _bytes(n) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else _kb(n)
+
+
 def _n(v) -> str:
     """A count in engineering units: 1.23 M, 45.6 k."""
     for div, unit in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
@@ -99,11 +103,14 @@ def _n(v) -> str:
     return str(int(v))
 
 
-def _times(before, after, word: str) -> str:
+def _times(before, after, better: str, worse: str) -> str:
+    """' (2.00× fewer)' when `after` is half of `before`; ' (same)' within 0.5 %."""
     if not before or not after:
         return ""
     r = before / after
-    return f" ({r:.2f}× {word})" if r >= 1 else f" ({1 / r:.2f}× more)"
+    if abs(r - 1) < 0.005:
+        return " (same)"
+    return f" ({r:.2f}× {better})" if r > 1 else f" ({1 / r:.2f}× {worse})"
 
 
 def _step_text(c: dict) -> list[str]:
@@ -141,17 +148,17 @@ def _compression_section(m: dict) -> list[str]:
     head = (f"| model | parameters | MACs | file | zlib-compressed | zero weights | latency p50 ms (host) | {metric} |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     base_q = qv(un["metrics"])
-    lines.append(f"| float, unpruned | {_n(before['parameters'])} | {_n(before['macs'])} | {_kb(un['size_bytes'])} | "
-                 f"{_kb(un['zlib_bytes'])} | {_f(100 * before['zero_fraction'], 1)} % | "
+    lines.append(f"| float, unpruned | {_n(before['parameters'])} | {_n(before['macs'])} | {_bytes(un['size_bytes'])} | "
+                 f"{_bytes(un['zlib_bytes'])} | {_f(100 * before['zero_fraction'], 1)} % | "
                  f"{_f(un['latency_p50_ms'], 3)} ({un['threads']} thr) | {_f(base_q)} |")
     q = qv(co["metrics"])
     lines.append(
-        f"| float, compressed | {_n(after['parameters'])}{_times(before['parameters'], after['parameters'], 'fewer')} | "
-        f"{_n(after['macs'])}{_times(before['macs'], after['macs'], 'fewer')} | "
-        f"{_kb(co['size_bytes'])}{_times(un['size_bytes'], co['size_bytes'], 'smaller')} | "
-        f"{_kb(co['zlib_bytes'])}{_times(un['zlib_bytes'], co['zlib_bytes'], 'smaller')} | "
+        f"| float, compressed | {_n(after['parameters'])}{_times(before['parameters'], after['parameters'], 'fewer', 'more')} | "
+        f"{_n(after['macs'])}{_times(before['macs'], after['macs'], 'fewer', 'more')} | "
+        f"{_bytes(co['size_bytes'])}{_times(un['size_bytes'], co['size_bytes'], 'smaller', 'larger')} | "
+        f"{_bytes(co['zlib_bytes'])}{_times(un['zlib_bytes'], co['zlib_bytes'], 'smaller', 'larger')} | "
         f"{_f(100 * after['zero_fraction'], 1)} % | "
-        f"{_f(co['latency_p50_ms'], 3)} ({co['threads']} thr){_times(un['latency_p50_ms'], co['latency_p50_ms'], 'faster')} | "
+        f"{_f(co['latency_p50_ms'], 3)} ({co['threads']} thr){_times(un['latency_p50_ms'], co['latency_p50_ms'], 'faster', 'slower')} | "
         f"{_f(q)}" + (f" ({_f(q - base_q)})" if labelled and q is not None else "") + " |")
     for tname, t in m["targets"].items():
         for a in t["artifacts"]:
@@ -162,7 +169,7 @@ def _compression_section(m: dict) -> list[str]:
                 acc = f"{_f(nm.get('top1'))} ({_f(nm['top1'] - base_q)}, {mt['gate_numerics']})"
             else:  # artifacts are compared with the compressed float model
                 acc = f"{_f(nm['top1_agreement'])} with compressed ({mt['gate_numerics']})"
-            lines.append(f"| {tname} `{a['kind']}` | as compressed | as compressed | {_kb(a['size_bytes'])} | – | – | "
+            lines.append(f"| {tname} `{a['kind']}` | as compressed | as compressed | {_bytes(a['size_bytes'])} | – | – | "
                          f"{_f(lat['p50_ms'], 3)} ({lat['threads']} thr) | {acc} |")
     lines += ["", "Parameters and MACs (conv and linear multiply-accumulates) are counted on the PyTorch module; "
               "file sizes are the cleaned float ONNX files; latencies are ONNX Runtime on this host for the float rows "
@@ -170,13 +177,13 @@ def _compression_section(m: dict) -> list[str]:
               f"accuracy is on the {c['evaluation']['samples']} evaluation samples."]
     p = c.get("prune")
     if p:
-        lines.append("")
         if not p["speeds_up_dense_runtimes"]:
+            lines += [""]
             lines.append(f"**{p['granularity'].capitalize()}-grained pruning does not speed up dense runtimes**: ONNX Runtime "
                          "and TFLite multiply zeros like any other weight, and the tensors keep their shapes. What it "
                          f"changes is the share of zero weights ({_f(100 * before['zero_fraction'], 1)} % → "
                          f"{_f(100 * after['zero_fraction'], 1)} %) and the compressed size of the file "
-                         f"({_kb(un['zlib_bytes'])} → {_kb(co['zlib_bytes'])} with zlib), which matters for downloads, "
+                         f"({_bytes(un['zlib_bytes'])} → {_bytes(co['zlib_bytes'])} with zlib), which matters for downloads, "
                          "or for a sparse kernel that this toolchain does not provide.")
         rb = p.get("random_baseline")
         ap = p["after_pruning"]
