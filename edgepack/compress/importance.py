@@ -12,20 +12,24 @@ Low scores are removed first. `Random` is the baseline every other criterion mus
 
 from __future__ import annotations
 
+import abc
+
 import torch
 import torch_pruning as tp
 
 
-class Criterion:
+class Criterion(abc.ABC):
     name = ""
     # True when scores read `.grad` of the weights: the caller fills gradients first.
     needs_gradients = False
 
+    @abc.abstractmethod
     def __call__(self, group) -> torch.Tensor | None:
-        raise NotImplementedError
+        """One score per channel of the group (None: nothing to score)."""
 
     def weights(self, weight: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError(f"criterion {self.name!r} scores channels, not single weights")
+        # Config validation keeps channel-only criteria away from mask granularities.
+        raise TypeError(f"criterion {self.name!r} scores channels, not single weights")
 
 
 class L1(Criterion):
