@@ -227,45 +227,9 @@ MODELS = {"mobilenet_v2": mobilenet_v2, "resnet18": resnet18, "residual_cnn": re
 # --------------------------------------------------------------------------- counting
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of all Conv2d and Linear layers for one forward pass of `input_shape`.
-
-    Conv2d: output elements x (in_channels / groups) x kH x kW.  Linear: output elements x
-    in_features. Biases, BatchNorm, activations, pooling and adds are not counted (the usual
-    convention). The count covers the whole batch in `input_shape`, so pass batch 1 for a
-    per-image figure.
-    """
-    total = 0
-
-    def conv_hook(m: nn.Conv2d, _inp, out):
-        nonlocal total
-        kh, kw = m.kernel_size
-        total += out.numel() * (m.in_channels // m.groups) * kh * kw
-
-    def linear_hook(m: nn.Linear, _inp, out):
-        nonlocal total
-        total += out.numel() * m.in_features
-
-    handles = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(*input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return total
+# One definition of the counting conventions: edgepack's own (MACs of Conv2d and Linear,
+# output elements × in_channels/groups × kH × kW; biases, BN, activations not counted).
+from edgepack.compress.measure import count_macs, count_params  # noqa: E402
 
 
 @torch.no_grad()
