@@ -177,13 +177,6 @@ def parameter_count(model: onnx.ModelProto) -> int:
     return int(sum(np.prod(i.dims, dtype=np.int64) for i in model.graph.initializer))
 
 
-def initializer_array(model: onnx.ModelProto, name: str) -> np.ndarray | None:
-    for i in model.graph.initializer:
-        if i.name == name:
-            return numpy_helper.to_array(i)
-    return None
-
-
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:400] + ("…" if len(text) > 400 else "")

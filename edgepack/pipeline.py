@@ -339,7 +339,7 @@ def _verify_target(config, profile: TargetProfile, artifacts, base, x, y, batch,
         metrics = verify_artifact(a, profile, base, x, y, batch, gates=gates, size_ratio=size / ref_size,
                                   warmup=config.verify.warmup_runs, runs=config.verify.latency_runs,
                                   threads=config.verify.host_threads)
-        session_io = _session_io(a)
+        session_io = metrics.pop("io")
         entries.append({
             "kind": a.kind,
             **file_entry(a.path, root),
@@ -371,15 +371,6 @@ def _onnx_layout(session_io: dict, input_layout: str) -> dict:
     return {"inputs": [entry(t, input_layout) for t in session_io["inputs"]],
             "outputs": [entry(t, "NCHW" if len(t["shape"]) == 4 else names.get(len(t["shape"]), "ND"))
                         for t in session_io["outputs"]]}
-
-
-def _session_io(artifact) -> dict:
-    from .runtimes import open_session
-
-    s = open_session(artifact.path, 1)
-    conv = lambda specs: [{"name": i.name, "shape": [int(d) if isinstance(d, (int, np.integer)) else d for d in i.shape],
-                           "dtype": i.dtype, "scale": i.scale, "zero_point": i.zero_point} for i in specs]
-    return {"inputs": conv(s.inputs), "outputs": conv(s.outputs)}
 
 
 def _tool_versions(source_kind: str) -> dict:

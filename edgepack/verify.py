@@ -67,4 +67,5 @@ def verify_artifact(artifact, profile, baseline: Baseline, x, labels, batch: int
         "gates": verdicts,
         "passed": all_passed(verdicts),
         "runtime_version": session.version,
+        "io": session.io_json(),  # moved to the artifact entry by the pipeline
     }

@@ -36,18 +36,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_tflite import smooth_images  # same generated images as the TFLite benchmark
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-
-
-def smooth_images(n: int, shape, seed: int = 0) -> np.ndarray:
-    """Random low-frequency images (NCHW), closer to real inputs than white noise."""
-    rng = np.random.default_rng(seed)
-    _, c, h, w = shape
-    f = 8 if h % 8 == 0 and w % 8 == 0 else 1
-    x = rng.standard_normal((n, c, h // f, w // f)).astype(np.float32)
-    return np.repeat(np.repeat(x, f, 2), f, 3)
 
 
 def export_both(module, shape, out_dir: Path, stem: str) -> tuple[Path, Path]:

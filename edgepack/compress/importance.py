@@ -32,34 +32,28 @@ class Criterion(abc.ABC):
         raise TypeError(f"criterion {self.name!r} scores channels, not single weights")
 
 
-class L1(Criterion):
-    """Sum of |w| over the weights a channel carries (Li et al., 2017)."""
+class Magnitude(Criterion):
+    """Sum of |w|^p over the weights a channel carries: p=1 is L1 (Li et al., 2017), p=2 is
+    L2 (Torch-Pruning's default)."""
 
-    name = "l1"
+    p = 1
 
     def __init__(self, seed: int = 0):
-        self._group = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="mean", normalizer="mean")
+        self._group = tp.importance.GroupMagnitudeImportance(p=self.p, group_reduction="mean", normalizer="mean")
 
     def __call__(self, group):
         return self._group(group)
 
     def weights(self, weight, grad):
-        return weight.abs()
+        return weight.abs().pow(self.p)
 
 
-class L2(Criterion):
-    """Sum of w² over the weights a channel carries (Torch-Pruning's default)."""
+class L1(Magnitude):
+    name, p = "l1", 1
 
-    name = "l2"
 
-    def __init__(self, seed: int = 0):
-        self._group = tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean", normalizer="mean")
-
-    def __call__(self, group):
-        return self._group(group)
-
-    def weights(self, weight, grad):
-        return weight.pow(2)
+class L2(Magnitude):
+    name, p = "l2", 2
 
 
 class BNScale(Criterion):

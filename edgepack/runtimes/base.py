@@ -41,6 +41,12 @@ class Session:
         self.output_perms = [tuple(p) if p else None for p in output_perms] if output_perms else None
         return self
 
+    def io_json(self) -> dict:
+        """The artifact's own input/output tensors (its layout, its dtypes), manifest form."""
+        conv = lambda specs: [{"name": s.name, "shape": [int(d) if isinstance(d, (int, np.integer)) else d for d in s.shape],
+                               "dtype": s.dtype, "scale": s.scale, "zero_point": s.zero_point} for s in specs]
+        return {"inputs": conv(self.inputs), "outputs": conv(self.outputs)}
+
     def prepare(self, x: np.ndarray) -> np.ndarray:
         """ONNX-layout float input → what the runtime takes (layout, integer I/O)."""
         if self.input_perm is not None:

@@ -45,6 +45,3 @@ def open_session(path: Path, threads: int, *, reference: bool = False) -> OrtSes
         raise RuntimeUnavailable(f"{path}: onnxruntime {ort.__version__} cannot load it: {' '.join(str(exc).split())[:300]}") from None
     return OrtSession(sess, threads, ort.__version__)
 
-
-def dtype_of(spec: IOSpec) -> np.dtype:
-    return np.dtype(spec.dtype)
