@@ -90,3 +90,41 @@ def test_amd64_ort_has_portable_layout(tiny_float_clean, tmp_path):
                                OrtSettings(target_platform="amd64", portable_layout=False))
     if host_arch() == "x86_64":
         assert any(k.startswith("com.microsoft.nchwc") for k in inspect_artifact(native)["op_counts"])
+
+
+def _node_args(ort_path) -> tuple[int, int]:
+    """(values serialised in the .ort file, values a node or the graph actually uses)."""
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py import fbs
+
+    buf = ort_path.read_bytes()
+    g = fbs.InferenceSession.InferenceSession.GetRootAs(buf, 0).Model().Graph()
+    used = {g.Inputs(j) for j in range(g.InputsLength())} | {g.Outputs(j) for j in range(g.OutputsLength())}
+    for i in range(g.NodesLength()):
+        n = g.Nodes(i)
+        used |= {n.Inputs(j) for j in range(n.InputsLength())} | {n.Outputs(j) for j in range(n.OutputsLength())}
+    names = {g.NodeArgs(i).Name() for i in range(g.NodeArgsLength())}
+    return len(names), len(names & used)
+
+
+@pytest.mark.parametrize("target", ["rpi4", "x86-64"])
+def test_int8_ort_drops_values_of_fused_nodes(qdq_by_target, tmp_path, target):
+    """onnxruntime's one-pass conversion keeps the outputs of every Q/DQ node it fused away;
+    edgepack's file must be the same graph (bit-identical outputs) without most of them."""
+    import onnxruntime as ort
+
+    settings = resolve_target(target).ort
+    ours, _ = convert_to_ort(qdq_by_target[target], tmp_path, "model.int8", settings)
+    plain = tmp_path / "plain.ort"
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(plain)
+    so.add_session_config_entry("session.save_model_format", "ORT")
+    so.add_session_config_entry("session.qdqisint8allowed", "1" if settings.target_platform == "arm" else "0")
+    ort.InferenceSession(str(qdq_by_target[target]), so, providers=["CPUExecutionProvider"],
+                         disabled_optimizers=["NchwcTransformer"])
+    x = models.tiny_inputs(8, seed=5)
+    np.testing.assert_array_equal(_outputs(ours, x), _outputs(plain, x))
+    (ours_total, ours_used), (plain_total, plain_used) = _node_args(ours), _node_args(plain)
+    assert ours_used == plain_used
+    assert ours_total - ours_used < (plain_total - plain_used) / 2, (ours_total, plain_total, ours_used)
+    assert ours.stat().st_size < plain.stat().st_size

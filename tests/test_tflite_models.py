@@ -103,6 +103,39 @@ def test_all_variants_run_and_int8_is_integer(arch, tmp_path):
             assert info["tensor_dtypes"]["activations"].get("float32"), f"{kind} should keep float activations"
     # int8 weights; int32 biases and per-channel scales keep small models above 0.25x
     assert len(variants["int8"][0]) < 0.4 * len(data)
+    _assert_compact_int8(variants["int8"][0], io, x, tmp_path)
+
+
+def _assert_compact_int8(blob: bytes, io, x, tmp_path):
+    """The shipped int8 file carries no calibration min/max on constants, stores each
+    distinct zero-point vector once, and computes exactly what the same model written
+    without sharing computes."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(blob, 0)
+    g = model.Subgraphs(0)
+    zp_vectors: dict[bytes, set[int]] = {}
+    for i in range(g.TensorsLength()):
+        t = g.Tensors(i)
+        q = t.Quantization()
+        if q is None or q.ScaleLength() == 0:
+            continue
+        if model.Buffers(t.Buffer()).DataLength():
+            assert q.MinLength() == 0 and q.MaxLength() == 0, f"constant {t.Name()} keeps its min/max"
+        if q.ZeroPointLength() > 1:
+            at = q._tab.Vector(q._tab.Offset(10))  # QuantizationParameters.zero_point
+            zp_vectors.setdefault(q.ZeroPointAsNumpy().tobytes(), set()).add(at)
+    assert zp_vectors, "no per-channel tensors found"
+    assert all(len(places) == 1 for places in zp_vectors.values()), "equal zero-point vectors stored twice"
+
+    plain = flatbuffers.Builder(1024)
+    plain.Finish(schema.ModelT.InitFromPackedBuf(blob, 0).Pack(plain), file_identifier=b"TFL3")
+    unshared = bytes(plain.Output())
+    assert len(unshared) > len(blob)
+    ours, _ = _tflite_outputs(tmp_path, blob, io, x, "shared.tflite")
+    theirs, _ = _tflite_outputs(tmp_path, unshared, io, x, "unshared.tflite")
+    np.testing.assert_array_equal(ours, theirs)
 
 
 def test_unseen_cnn_full_int8_tflite_is_integer_and_within_a_point(unseen_bundle, digits16):

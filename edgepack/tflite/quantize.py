@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
@@ -29,11 +30,40 @@ def _load(model_bytes: bytes):
 
 
 def _save(model) -> bytes:
-    import flatbuffers
-
-    b = flatbuffers.Builder(1024)
+    b = _SharingBuilder(1024)
     b.Finish(model.Pack(b), file_identifier=TFLITE_FILE_IDENTIFIER)
     return bytes(b.Output())
+
+
+class _SharingBuilder(flatbuffers.Builder):
+    """Writes each distinct numeric vector once and lets every table that holds an equal
+    one point at it (flatbuffers allow shared sub-objects). LiteRT's quantiser gives every
+    per-channel tensor its own int64 zero-point vector, all zeros; on a pruned MobileNetV2
+    these copies were 15 % of the int8 file. Weight buffers (uint8) are never merged, so
+    each tensor keeps its own buffer as the format expects."""
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self._vectors: dict[tuple[str, bytes], int] = {}
+
+    def CreateNumpyVector(self, x):
+        if x.dtype == np.uint8:
+            return super().CreateNumpyVector(x)
+        key = (x.dtype.str, x.tobytes())
+        if key not in self._vectors:
+            self._vectors[key] = super().CreateNumpyVector(x)
+        return self._vectors[key]
+
+
+def _drop_weight_ranges(model) -> None:
+    """LiteRT's quantiser leaves the float min/max of every constant it quantised (per
+    channel, as float arrays) in the file; no kernel reads them, so they go. Activation
+    ranges (one value each) stay: they document the calibration."""
+    for g in model.subgraphs:
+        for t in g.tensors:
+            q = t.quantization
+            if q is not None and model.buffers[t.buffer].data is not None:
+                q.min = q.max = None
 
 
 def _opcode_index(model, builtin: int) -> int:
@@ -151,7 +181,9 @@ def to_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progress=No
     except Exception as exc:
         text = " ".join(str(exc).split())[:300]
         raise ModelError(f"LiteRT's full-integer quantiser rejected the model: {text}") from None
-    quantized = bytes(quantized)
+    model = _load(bytes(quantized))
+    _drop_weight_ranges(model)
+    quantized = _save(model)
     _check_runs(quantized, in_shape, io_dtype)
     return quantized
 
