@@ -18,7 +18,7 @@ then build it with the pipeline — `[compress]` prune 50 % of channels, strong 
 on the train split — for targets x86-64 and rpi4, and print the compression record, the
 float-unpruned vs float-compressed ONNX numbers, and every artifact's gate verdicts.
 
-    python scripts/bench_compress.py --trained resnet18 [--size 64] [--epochs 10]
+    python scripts/bench_compress.py --trained resnet18|torchvision:NAME [--size 64] [--epochs 10]
         [--distill-epochs 12] [--distill-lr 0.001] [--criterion l2] [--steps 1] [--out DIR]
 
 Nothing is downloaded.
@@ -193,10 +193,21 @@ def train(model, x, y, epochs: int, seed: int = 0, lr: float = 3e-3):
     return model.eval()
 
 
+def make_model(name: str, width: float):
+    """A 10-class model: one of scripts/zoo.py's, or `torchvision:NAME` (random init, its
+    own width; torchvision is not an edgepack dependency, install it to use these)."""
+    if name.startswith("torchvision:"):
+        import torchvision
+
+        return getattr(torchvision.models, name.split(":", 1)[1])(num_classes=10)
+    import zoo
+
+    return zoo.MODELS[name](num_classes=10, width_mult=width)
+
+
 def bench_trained(args) -> dict:
     import torch
 
-    import zoo
     from edgepack.config import config_from_dict
     from edgepack.pipeline import build
 
@@ -208,7 +219,7 @@ def bench_trained(args) -> dict:
     np.savez(out / "eval.npz", x=xev, y=yev)
     torch.manual_seed(0)
     torch.set_num_threads(args.torch_threads)
-    model = zoo.MODELS[args.trained](num_classes=10, width_mult=args.width)
+    model = make_model(args.trained, args.width)
     t0 = time.perf_counter()
     print(f"training {args.trained} (width {args.width}) on {len(xtr)} digits at {args.size}x{args.size}", flush=True)
     train(model, xtr, ytr, args.epochs)
@@ -218,15 +229,15 @@ def bench_trained(args) -> dict:
         import sys
         import torch
         sys.path.insert(0, {str(HERE)!r})
-        import zoo
+        from bench_compress import make_model
 
         def build():
-            m = zoo.MODELS[{args.trained!r}](num_classes=10, width_mult={args.width})
+            m = make_model({args.trained!r}, {args.width})
             m.load_state_dict(torch.load({str(out / 'weights.pt')!r}, weights_only=True))
             return m.eval()
     """))
     cfg = config_from_dict({
-        "name": f"{args.trained}-pruned", "out": str(out / "dist"), "targets": ["x86-64", "rpi4"],
+        "name": f"{args.trained.split(':')[-1]}-pruned", "out": str(out / "dist"), "targets": ["x86-64", "rpi4"],
         "model": {"torch": f"{out / 'model.py'}:build", "input_shape": [1, 3, args.size, args.size]},
         "data": {"calibration": str(out / "calib.npz"), "evaluation": str(out / "eval.npz")},
         "verify": {"latency_runs": 30},
@@ -270,8 +281,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the rows as JSON here")
     ap.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                     help="before measuring latency, wait up to this long for an idle host")
-    ap.add_argument("--trained", choices=["mobilenet_v2", "resnet18", "residual_cnn"],
-                    help="run part 2 (train, then build with pruning + distillation) for this architecture")
+    ap.add_argument("--trained", metavar="ARCH",
+                    help="run part 2 (train, then build with pruning + distillation) for this architecture: "
+                         "mobilenet_v2 | resnet18 | residual_cnn | torchvision:NAME (needs torchvision)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--distill-epochs", type=int, default=12)
     ap.add_argument("--criterion", default="l2")

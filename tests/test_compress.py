@@ -466,3 +466,31 @@ def test_cli_compression_mistakes_are_one_line_exit_2(tmp_path, tiny_model, tiny
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "compress.prune.criterion" in lines[0] and "magic" in lines[0], explain(proc)
     assert not any(tmp_path.iterdir())  # no bundle left behind
+
+
+class _SplitShuffle(nn.Module):
+    """A ShuffleNetV2 unit in miniature: split the channels, transform one half, concatenate,
+    shuffle. Torch-Pruning 1.5/1.6 mis-traces this coupling (the pruned model no longer runs)
+    or fails tracing the shuffle of a whole ShuffleNetV2."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 1)
+        self.c = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y1, y2 = self.a(x).chunk(2, dim=1)
+        y = torch.cat((y1, self.b(y2)), 1)
+        n, c, h, w = y.shape
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+        return self.fc(self.c(y).mean((2, 3)))
+
+
+def test_mis_traced_channel_coupling_is_a_clear_model_error():
+    from edgepack.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"filter pruning: Torch-Pruning .*(cannot trace|inconsistent)") as info:
+        prune(_SplitShuffle().eval(), (1, 3, 8, 8), 0.5)
+    assert "\n" not in str(info.value)

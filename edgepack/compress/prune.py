@@ -20,7 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from .importance import Criterion
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -31,16 +31,18 @@ _BasePruner = getattr(tp.pruner, "BasePruner", None) or tp.pruner.MetaPruner
 
 
 class _Pruner(_BasePruner):
-    """Torch-Pruning's pruner with a safer `round_to`: kept widths are rounded down to a
-    multiple of `round_to` (as Torch-Pruning does) but never below one multiple, and layers
-    already at most `round_to` wide are pruned as asked, so no group can lose all channels."""
+    """Torch-Pruning's pruner with a truer `round_to`. Torch-Pruning rounds the kept width
+    *down* to a multiple, so 50 % of a 24-channel layer with round_to 8 keeps 8 (67 % cut).
+    Here it is rounded to the *nearest* multiple (halves up: 12 -> 16), never below one
+    multiple nor above the current width; layers already at most `round_to` wide are
+    pruned as asked, so no group can lose all channels."""
 
     def _round_to(self, n_pruned, current_channels, round_to):
-        keep = current_channels - n_pruned
         if current_channels <= round_to:
             return min(n_pruned, current_channels - 1)
-        keep = max(round_to, keep - keep % round_to)
-        return max(current_channels - keep, 0)
+        keep = current_channels - n_pruned
+        keep = min(current_channels, max(round_to, round_to * ((2 * keep + round_to) // (2 * round_to))))
+        return current_channels - keep
 
 
 def resolve_modules(model: nn.Module, names, field: str) -> dict[str, nn.Module]:
@@ -87,6 +89,21 @@ def layer_widths(model: nn.Module) -> dict[str, list[int]]:
     return widths
 
 
+def _check_still_runs(model: nn.Module, example: torch.Tensor, shape: tuple) -> None:
+    """Torch-Pruning can mis-trace a coupling it does not model (seen: a channel split
+    followed by a shuffle) and leave layers whose widths disagree; catch that here."""
+    try:
+        with torch.no_grad():
+            out = model(example)
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:200]
+        raise ModelError(f"filter pruning: Torch-Pruning left this model inconsistent ({type(exc).__name__}: {text}); "
+                         "it mis-traced how channels are coupled. Ignore the layers around the reshape or split "
+                         "(compress.prune.ignore), or use a mask granularity (fine, vector, kernel)") from None
+    if tuple(out.shape) != shape:
+        raise ModelError(f"filter pruning changed the output shape {list(shape)} -> {list(out.shape)}")
+
+
 def prune_filters(model: nn.Module, example: torch.Tensor, criterion: Criterion, *, ratio: float,
                   per_layer: dict[str, float] | None = None, ignore: list[str] | tuple = (),
                   global_pruning: bool = False, round_to: int = 1, steps: int = 1,
@@ -107,7 +124,17 @@ def prune_filters(model: nn.Module, example: torch.Tensor, criterion: Criterion,
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Torch-Pruning warns about unwrapped parameters and more
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        with torch.no_grad():
+            reference_shape = tuple(model(example).shape)
+        try:
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        except Exception as exc:
+            text = " ".join(str(exc).split())[:200]
+            raise ModelError(
+                f"filter pruning: Torch-Pruning cannot trace which channels are coupled in this model "
+                f"({type(exc).__name__}: {text}); reshapes that mix channels, such as ShuffleNet's channel "
+                "shuffle, are beyond its dependency graph. Mask granularities (fine, vector, kernel) and "
+                "low-rank do not need it") from None
         heads = output_layers(model, graph)
         names = {m: n for n, m in model.named_modules()}
         pruner = _Pruner(
@@ -120,6 +147,7 @@ def prune_filters(model: nn.Module, example: torch.Tensor, criterion: Criterion,
                 before_step(model)
             pruner.step()
             model.zero_grad(set_to_none=True)
+            _check_still_runs(model, example, reference_shape)
             if after_step is not None:
                 after_step(model, i)
     model.train(was_training)
