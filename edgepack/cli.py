@@ -305,7 +305,7 @@ def inspect(artifact: Path, as_json: bool = typer.Option(False, "--json")):
             extra = f" scale={t['scale']} zero_point={t['zero_point']}" if t.get("scale") else ""
             out.print(f"  {role[:-1]:6} {t['name']}: {t['shape']} {t['dtype']}{extra}", highlight=False)
     out.print(f"  quantisation: {info['quantization']}", highlight=False)
-    out.print(f"  weight tensor types: {info['weight_dtypes']}", highlight=False)
+    out.print(f"  weight tensor types: {info['weight_dtypes']}; weight bytes: {info['weight_bytes']:,}", highlight=False)
     if "tensor_dtypes" in info:
         out.print(f"  all tensor types: {info['tensor_dtypes']}", highlight=False)
     out.print("  operators: " + ", ".join(f"{k}×{v}" for k, v in info["op_counts"].items()), highlight=False)

@@ -79,6 +79,7 @@ class GateOverrides(_Strict):
     max_accuracy_drop: float | None = Field(None, ge=0)
     min_sqnr_db: float | None = None
     max_latency_ms: float | None = Field(None, gt=0)
+    max_weight_ratio: float | None = Field(None, gt=0)
     max_size_ratio: float | None = Field(None, gt=0)
 
 
@@ -112,7 +113,7 @@ class PruneSection(_Strict):
     global_pruning: bool = Field(False, alias="global", description="rank all layers together instead of each alone")
     per_layer: dict[str, float] = Field({}, description="module name -> ratio, overriding `ratio` there")
     ignore: list[str] = Field([], description="module names left untouched (with their sub-modules)")
-    round_to: int | None = Field(None, ge=1, description="kept widths are rounded down to a multiple of this; default: the first target's round_to")
+    round_to: int | None = Field(None, ge=1, description="kept widths are rounded to the nearest multiple of this; default: the first target's round_to")
     steps: int = Field(1, ge=1, le=100, description="iterative pruning steps (distillation epochs are spread over them)")
     recalibrate_bn: bool = Field(True, description="re-estimate BatchNorm statistics on calibration data after pruning")
     random_trials: int = Field(3, ge=1, le=20, description="random-importance prunings the criterion is compared with")

@@ -138,9 +138,10 @@ def verify_bundle(bundle: Path | str, target: str | None = None, *, threads: int
             if not emulated:  # emulated time says nothing about the device
                 latency = measure_latency(session, x[:batch], warmup, runs)
                 latency.update({"measured_on": label, "cpu": host["cpu"], "arch": host["arch"]})
-            size_ratio = a["size_bytes"] / float_sizes.get(a["runtime"], manifest["baseline"]["size_bytes"])
+            ratios = {"size_ratio": a["size_bytes"] / float_sizes.get(a["runtime"], manifest["baseline"]["size_bytes"]),
+                      "weight_ratio": a.get("weight_ratio")}  # read at build time from the checksummed file
             verdicts = evaluate_gates(t["gates"], metrics=metrics, baseline=baseline, precision=a["precision"],
-                                      size_ratio=size_ratio, latency=latency,
+                                      ratios=ratios, latency=latency,
                                       latency_is_device=label == "device-exact" and not emulated)
             ares.update({
                 "numerics": numerics,

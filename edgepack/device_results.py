@@ -53,7 +53,7 @@ def merge_device_result(manifest: dict, result: dict) -> dict:
                 latency, latency_is_device = {**res["latency"], "measured_on": "device"}, True
                 metrics["device_latency"] = latency
             metrics["gates"] = evaluate_gates(target["gates"], metrics=numbers, baseline=manifest["baseline"]["metrics"],
-                                              precision=entry["precision"], size_ratio=entry["size_ratio"],
+                                              precision=entry["precision"], ratios=entry,
                                               latency=latency, latency_is_device=latency_is_device)
             metrics["passed"] = all_passed(metrics["gates"])
         target["passed"] = all(a["metrics"]["passed"] for a in target["artifacts"])

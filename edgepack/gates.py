@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 
+# Precisions whose weights are 8-bit: the ones the size gates are meant for.
+EIGHT_BIT = ("int8", "dynamic-int8")
+
+
 def evaluate_gates(gates: dict, *, metrics: dict, baseline: dict, precision: str,
-                   size_ratio: float | None, latency: dict | None, latency_is_device: bool) -> list[dict]:
+                   ratios: dict | None, latency: dict | None, latency_is_device: bool) -> list[dict]:
     """One verdict per configured gate: {gate, threshold, value, passed, note}.
+
+    `ratios` holds the artifact's `size_ratio` (file bytes) and `weight_ratio` (constant
+    payload bytes, see edgepack.inspect) against the float artifact of the same runtime.
 
     `passed` is None when the gate cannot be judged from these numbers (e.g. a latency
     gate when the latency was not measured on the device's kind of CPU); such a gate is
@@ -21,9 +28,12 @@ def evaluate_gates(gates: dict, *, metrics: dict, baseline: dict, precision: str
         v = metrics["sqnr_db"]
         verdicts.append(_verdict("min_sqnr_db", gates["min_sqnr_db"], v, v >= gates["min_sqnr_db"],
                                  "output SQNR vs float (no labels)"))
-    if gates.get("max_size_ratio") is not None and precision != "float32" and size_ratio is not None:
-        verdicts.append(_verdict("max_size_ratio", gates["max_size_ratio"], round(size_ratio, 4),
-                                 size_ratio <= gates["max_size_ratio"], "bytes vs the float artifact"))
+    ratios = ratios or {}
+    for gate, key, note in (("max_weight_ratio", "weight_ratio", "weight bytes vs the float artifact"),
+                            ("max_size_ratio", "size_ratio", "file bytes vs the float artifact")):
+        value = ratios.get(key)
+        if gates.get(gate) is not None and precision in EIGHT_BIT and value is not None:
+            verdicts.append(_verdict(gate, gates[gate], round(value, 4), value <= gates[gate], note))
     if gates.get("max_latency_ms") is not None and latency is not None:
         v = latency["p50_ms"]
         if latency_is_device:

@@ -3,6 +3,11 @@
 `.onnx` is read with onnx, `.ort` with the ORT flatbuffer schema that onnxruntime ships;
 both report operator counts and the element types of every weight tensor, so anyone can
 check what an "int8" file really contains.
+
+`weight_bytes` is the stored payload of the constants: weights, biases and their
+quantisation scales and zero points, counted once where a file shares them. It is what
+quantisation shrinks; the rest of a file (operators, tensor names and shapes) is the same
+graph in either precision and does not.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ def _inspect_onnx(path: Path) -> dict:
 
     model = load_onnx(path)
     inputs, outputs = io_specs(model)
+    weights = sum(int(np.prod(i.dims, dtype=np.int64)) * np.dtype(helper.tensor_dtype_to_np_dtype(i.data_type)).itemsize
+                  for i in model.graph.initializer)
     weight_types = Counter(np.dtype(helper.tensor_dtype_to_np_dtype(i.data_type)).name for i in model.graph.initializer)
     ops = op_counts(model)
     return {
@@ -40,18 +47,64 @@ def _inspect_onnx(path: Path) -> dict:
         "outputs": [s.to_json() for s in outputs],
         "op_counts": ops,
         "weight_dtypes": dict(weight_types),
+        "weight_bytes": int(weights),
         "quantization": _quant_summary(ops, weight_types),
     }
 
 
-def _inspect_ort(path: Path) -> dict:
+def weight_bytes(path: Path | str) -> int:
+    """Bytes of constant payload in an .onnx, .ort or .tflite file (see the module doc)."""
+    path = Path(path)
+    reader = {".onnx": _inspect_onnx, ".ort": _ort_weight_bytes, ".tflite": _tflite_weight_bytes}.get(path.suffix.lower())
+    if reader is None:
+        raise ModelError(f"{path}: cannot read weights of '{path.suffix}' files")
+    out = reader(path)
+    return out["weight_bytes"] if isinstance(out, dict) else out
+
+
+def _ort_graph(path: Path):
     import onnxruntime.tools.ort_format_model  # noqa: F401  (puts ort_flatbuffers_py on sys.path)
     import ort_flatbuffers_py.fbs as fbs
 
     buf = bytearray(path.read_bytes())
     if not fbs.InferenceSession.InferenceSession.InferenceSessionBufferHasIdentifier(buf, 0):
         raise ModelError(f"{path}: not an ORT format model (flatbuffer identifier missing)")
-    session = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(buf, 0)
+    return fbs, fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(buf, 0)
+
+
+def _ort_weight_bytes(path: Path) -> int:
+    _, session = _ort_graph(path)
+    graph = session.Model().Graph()
+    return sum(graph.Initializers(i).RawDataLength() for i in range(graph.InitializersLength()))
+
+
+def _tflite_weight_bytes(path: Path) -> int:
+    """Constant buffers plus the scale / zero-point vectors of constant tensors, each stored
+    vector counted once (by its position in the file)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = path.read_bytes()
+    model = schema.Model.GetRootAs(buf, 0)
+    seen: dict[int, int] = {}
+    for s in range(model.SubgraphsLength()):
+        g = model.Subgraphs(s)
+        for i in range(g.TensorsLength()):
+            t = g.Tensors(i)
+            data = model.Buffers(t.Buffer()).DataLength() if t.Buffer() else 0
+            if not data:
+                continue
+            seen[("buffer", t.Buffer())] = data
+            q = t.Quantization()
+            if q is None:
+                continue
+            for slot, length, item in ((8, q.ScaleLength(), 4), (10, q.ZeroPointLength(), 8)):
+                if length:
+                    seen[q._tab.Vector(q._tab.Offset(slot))] = length * item
+    return sum(seen.values())
+
+
+def _inspect_ort(path: Path) -> dict:
+    fbs, session = _ort_graph(path)
     model = session.Model()
     graph = model.Graph()
     ops: Counter = Counter()
@@ -74,6 +127,7 @@ def _inspect_ort(path: Path) -> dict:
         "outputs": [spec(o) for o in s.outputs],
         "op_counts": dict(sorted(ops.items())),
         "weight_dtypes": dict(weight_types),
+        "weight_bytes": _ort_weight_bytes(path),
         "quantization": _quant_summary(dict(ops), weight_types),
     }
 
@@ -140,6 +194,7 @@ def _inspect_tflite(path: Path) -> dict:
         "outputs": io(g.outputs),
         "op_counts": dict(sorted(ops.items())),
         "weight_dtypes": dict(weight_types),
+        "weight_bytes": _tflite_weight_bytes(path),
         "tensor_dtypes": {"activations": dict(activation_types), "constants": dict(weight_types)},
         "quantization": quant,
         "float_ops": float_compute,

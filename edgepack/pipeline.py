@@ -25,6 +25,7 @@ from .emit import GraphSet, writer_for
 from .errors import ConfigError
 from .graph import TensorSpec, clean_float_graph, io_specs, load_onnx, op_counts, parameter_count
 from .hostinfo import host_info
+from .inspect import weight_bytes
 from .quantize import (calibrate, calibration_key, quantize_static, quantized_fraction, ranges_by_name,
                        resolve_settings)
 from .report import render_report
@@ -330,13 +331,15 @@ def _reference_data_entry(root: Path) -> dict:
 def _verify_target(config, profile: TargetProfile, artifacts, base, x, y, batch, root, rep, float_path) -> dict:
     gates = profile.gates.model_dump()
     gates.update({k: v for k, v in config.gates.model_dump().items() if v is not None})
-    float_sizes = {a.runtime: a.path.stat().st_size for a in artifacts if a.precision == "float32"}
+    floats = {a.runtime: a.path for a in artifacts if a.precision == "float32"}
     entries = []
     for a in artifacts:
         rep.step(f"verifying {profile.name}/{a.path.name}")
-        size = a.path.stat().st_size
-        ref_size = float_sizes.get(a.runtime, float_path.stat().st_size)
-        metrics = verify_artifact(a, profile, base, x, y, batch, gates=gates, size_ratio=size / ref_size,
+        ref = floats.get(a.runtime, float_path)
+        weights = weight_bytes(a.path)
+        ratios = {"size_ratio": a.path.stat().st_size / ref.stat().st_size,
+                  "weight_ratio": weights / max(weight_bytes(ref), 1)}
+        metrics = verify_artifact(a, profile, base, x, y, batch, gates=gates, ratios=ratios,
                                   warmup=config.verify.warmup_runs, runs=config.verify.latency_runs,
                                   threads=config.verify.host_threads)
         session_io = metrics.pop("io")
@@ -345,7 +348,8 @@ def _verify_target(config, profile: TargetProfile, artifacts, base, x, y, batch,
             **file_entry(a.path, root),
             "runtime": a.runtime,
             "precision": a.precision,
-            "size_ratio": size / ref_size,
+            "weight_bytes": weights,
+            **ratios,
             "files": [file_entry(f, root) for f in a.extra_files],
             "reference_graph": file_entry(a.reference_onnx, root) if a.reference_onnx and a.reference_onnx.is_relative_to(root) else None,
             "inputs": session_io["inputs"],

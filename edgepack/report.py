@@ -67,7 +67,7 @@ def render_report(m: dict) -> str:
         if qs:
             lines += [f"int8 settings: QDQ, per-channel={qs['per_channel']}, activations {qs['activation_type']}, "
                       f"weights {qs['weight_type']}, calibration {qs['calibration_method']}, reduce_range={qs['reduce_range']}.", ""]
-        head = "| artifact | size | vs float | numerics | " + ("top-1 % | drop | " if labelled else "") + \
+        head = "| artifact | size | vs float (file / weights) | numerics | " + ("top-1 % | drop | " if labelled else "") + \
                "agree % | SQNR dB | latency p50 / p90 / p99 ms | gates |"
         lines += [head, "|" + "---|" * (head.count("|") - 1)]
         for a in t["artifacts"]:
@@ -80,7 +80,7 @@ def render_report(m: dict) -> str:
                 used = " (gated)" if kind == mt["gate_numerics"] else ""
                 acc = (f"{_f(nm.get('top1'))} | {_f(b['top1'] - nm['top1'])} | " if labelled else "")
                 if i == 0:
-                    lines.append(f"| `{a['path']}` | {_kb(a['size_bytes'])} | {_f(a['size_ratio'], 3)}× | {kind}{used} | {acc}"
+                    lines.append(f"| `{a['path']}` | {_kb(a['size_bytes'])} | {_f(a['size_ratio'], 3)}× / {_f(a.get('weight_ratio'), 3)}× | {kind}{used} | {acc}"
                                  f"{_f(nm['top1_agreement'])} | {_f(nm['sqnr_db'], 1)} | {lat_s} | {gates} |")
                 else:
                     lines.append(f"| | | | {kind}{used} | {acc}{_f(nm['top1_agreement'])} | {_f(nm['sqnr_db'], 1)} | | |")

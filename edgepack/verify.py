@@ -39,7 +39,7 @@ def baseline_outputs(float_onnx, x: np.ndarray, labels, batch: int) -> Baseline:
 
 
 def verify_artifact(artifact, profile, baseline: Baseline, x, labels, batch: int, *, gates: dict,
-                    size_ratio: float | None, warmup: int, runs: int, threads: int | None = None) -> dict:
+                    ratios: dict | None, warmup: int, runs: int, threads: int | None = None) -> dict:
     """Measure one artifact; returns the manifest's per-artifact `metrics` block."""
     threads = min(threads or profile.threads, usable_cores())
     session = open_artifact(artifact.path, threads, artifact.layout)
@@ -57,7 +57,7 @@ def verify_artifact(artifact, profile, baseline: Baseline, x, labels, batch: int
     # device's ISA family, otherwise the reference numerics.
     gate_numerics = "host" if same_isa or "reference" not in numerics else "reference"
     verdicts = evaluate_gates(gates, metrics=numerics[gate_numerics], baseline=baseline.metrics,
-                              precision=artifact.precision, size_ratio=size_ratio, latency=latency,
+                              precision=artifact.precision, ratios=ratios, latency=latency,
                               latency_is_device=same_isa)
     return {
         "numerics": numerics,

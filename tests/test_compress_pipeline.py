@@ -27,7 +27,6 @@ def pruned_digits(tmp_path_factory):
         "name": "digits-pruned", "out": str(out), "targets": ["x86-64"],
         "model": {"torch": f"{DIGITS}:build", "input_shape": [1, 1, 8, 8]},
         "data": {"calibration": str(CALIB), "evaluation": str(EVAL)},
-        "gates": {"max_size_ratio": 1.0},  # 6 k parameters: the int8 file is all graph structure
         "verify": {"latency_runs": 10, "warmup_runs": 2},
         "compress": {"prune": {"ratio": 0.5, "criterion": "l1", "random_trials": 2},
                      "distill": {"epochs": 25, "mode": "weak"}},

@@ -122,6 +122,27 @@ def test_int8_is_less_than_30_percent_of_float(built):
         assert artifact(built.manifest, t, "ort-int8")["size_ratio"] == pytest.approx(q / f)
 
 
+def test_weight_ratio_counts_stored_weights(built):
+    """The weight gate's numbers, checked against the reference graphs read with onnx: the
+    float .ort stores the float graph's initializers; the int8 .ort stores each weight in
+    one byte plus int32 biases and per-channel scales, so between 0.25x and 0.3x."""
+    import onnx
+    from onnx import numpy_helper
+
+    float_graph = onnx.load(str(built.bundle / "baseline" / "model.float.onnx")).graph
+    float_bytes = sum(numpy_helper.to_array(i).nbytes for i in float_graph.initializer)
+    for t in TARGETS:
+        f, q = artifact(built.manifest, t, "ort-float"), artifact(built.manifest, t, "ort-int8")
+        assert f["weight_bytes"] == pytest.approx(float_bytes, rel=0.01)
+        qdq = onnx.load(str(built.bundle / q["reference_graph"]["path"])).graph
+        int8_weights = sum(numpy_helper.to_array(i).size for i in qdq.initializer if i.data_type == onnx.TensorProto.INT8
+                           and len(i.dims) > 1)
+        assert int8_weights <= q["weight_bytes"] <= 0.3 * f["weight_bytes"]
+        assert q["weight_ratio"] == pytest.approx(q["weight_bytes"] / f["weight_bytes"])
+        (v,) = [g for g in q["metrics"]["gates"] if g["gate"] == "max_weight_ratio"]
+        assert v["passed"] is True and v["threshold"] == 0.3
+
+
 def test_golden_and_eval_reference_outputs_are_float_outputs(built, digits16):
     b = built.bundle
     sess = ort_session(b / "baseline" / "model.float.onnx")

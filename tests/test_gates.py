@@ -34,6 +34,7 @@ def failing_build(tmp_path_factory, tiny_model, tiny_calib, tiny_eval):
         [gates]
         max_latency_ms = 0.000001
         max_size_ratio = 0.01
+        max_weight_ratio = 0.2
 
         [verify]
         latency_runs = 3
@@ -77,7 +78,11 @@ def test_size_gate_applies_to_quantised_artifacts_only(failing_build):
         q = (bundle / t / "model.int8.ort").stat().st_size
         f = (bundle / t / "model.float32.ort").stat().st_size
         assert v["value"] == pytest.approx(q / f, abs=1e-3) and v["passed"] is False
-        assert not [g for g in artifact(m, t, "ort-float")["metrics"]["gates"] if g["gate"] == "max_size_ratio"]
+        w = _verdict(artifact(m, t, "ort-int8"), "max_weight_ratio")
+        assert w["threshold"] == 0.2 and w["value"] > 0.2 and w["passed"] is False  # int8 cannot go below 0.25x
+        assert f"{t}/ort-int8: max_weight_ratio" in " ".join(m["failures"])
+        float_gates = {g["gate"] for g in artifact(m, t, "ort-float")["metrics"]["gates"]}
+        assert not float_gates & {"max_size_ratio", "max_weight_ratio"}
 
 
 def test_unlabelled_eval_gates_on_sqnr(unseen_unlabelled_bundle, digits16):
