@@ -173,7 +173,8 @@ def _compression_section(m: dict) -> list[str]:
                          f"{_f(lat['p50_ms'], 3)} ({lat['threads']} thr) | {acc} |")
     lines += ["", "Parameters and MACs (conv and linear multiply-accumulates) are counted on the PyTorch module; "
               "file sizes are the cleaned float ONNX files; latencies are ONNX Runtime on this host for the float rows "
-              f"(median of 3 interleaved rounds, same threads) and each artifact's own runtime for the others; "
+              f"(median of {len(un['latency_rounds_p50_ms'])} interleaved rounds of {un.get('latency_runs_per_round', '?')} runs, "
+              "same threads) and each artifact's own runtime for the others; "
               f"accuracy is on the {c['evaluation']['samples']} evaluation samples."]
     p = c.get("prune")
     if p:

@@ -190,6 +190,13 @@ def train(model, x, y, epochs: int, seed: int = 0, lr: float = 3e-3):
             sched.step()
             total += loss.item()
         print(f"  train epoch {e + 1}/{epochs}: loss {total / (len(xt) // 64):.4f}", flush=True)
+    # BatchNorm running statistics from the final weights: with a small momentum (torchvision's
+    # MobileNetV3 uses 0.01) a few hundred steps leave them far off, and eval mode collapses
+    # (measured: 9.75 % top-1 on digits after training loss 0.03).
+    import zoo
+
+    with torch.no_grad():
+        zoo.recalibrate_batchnorm(model, (xt[i:i + 64] for i in range(0, len(xt), 64)))
     return model.eval()
 
 
