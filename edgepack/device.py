@@ -98,7 +98,6 @@ def verify_bundle(bundle: Path | str, target: str | None = None, *, threads: int
         profile = t["profile"]
         n_threads = min(threads or profile["threads"], usable_cores())
         tres = {"artifacts": []}
-        float_sizes = {a["runtime"]: a["size_bytes"] for a in t["artifacts"] if a["precision"] == "float32"}
         for a in t["artifacts"]:
             ares = {"kind": a["kind"], "path": a["path"]}
             files_ok = all([_check_file(root, f, problems) for f in [a, *a["files"], a.get("reference_graph")]])
@@ -138,10 +137,9 @@ def verify_bundle(bundle: Path | str, target: str | None = None, *, threads: int
             if not emulated:  # emulated time says nothing about the device
                 latency = measure_latency(session, x[:batch], warmup, runs)
                 latency.update({"measured_on": label, "cpu": host["cpu"], "arch": host["arch"]})
-            ratios = {"size_ratio": a["size_bytes"] / float_sizes.get(a["runtime"], manifest["baseline"]["size_bytes"]),
-                      "weight_ratio": a.get("weight_ratio")}  # read at build time from the checksummed file
+            # size and weight ratios were measured at build time on these checksummed files
             verdicts = evaluate_gates(t["gates"], metrics=metrics, baseline=baseline, precision=a["precision"],
-                                      ratios=ratios, latency=latency,
+                                      ratios=a, latency=latency,
                                       latency_is_device=label == "device-exact" and not emulated)
             ares.update({
                 "numerics": numerics,

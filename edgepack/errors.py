@@ -26,3 +26,9 @@ class UnsupportedOperatorError(ModelError):
 
 class BundleError(EdgepackError):
     """A release bundle is missing files or its manifest is malformed."""
+
+
+def one_line(exc: BaseException, limit: int = 400) -> str:
+    """A third-party exception's message on one line, cut at `limit` characters."""
+    text = " ".join(str(exc).split())
+    return text[:limit] + ("…" if len(text) > limit else "")

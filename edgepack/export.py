@@ -8,7 +8,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from .errors import ModelError
+from .errors import ModelError, one_line
 
 
 def export_torch(module, input_shape: tuple[int, ...], out_path: Path, opset: int = 18) -> Path:
@@ -34,8 +34,8 @@ def export_torch(module, input_shape: tuple[int, ...], out_path: Path, opset: in
             )
             program.save(str(out_path), external_data=False)
     except Exception as exc:
-        text = " ".join(str(exc).split())[:400]
-        raise ModelError(f"torch.onnx export failed for input shape {list(input_shape)}: {type(exc).__name__}: {text}") from None
+        raise ModelError(f"torch.onnx export failed for input shape {list(input_shape)}: "
+                         f"{type(exc).__name__}: {one_line(exc)}") from None
     return out_path
 
 

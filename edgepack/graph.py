@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import ModelError
+from .errors import ModelError, one_line
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def _ort_basic_optimize(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
         try:
             ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise ModelError(f"{source}: ONNX Runtime cannot load the graph: {_one_line(exc)}") from None
+            raise ModelError(f"{source}: ONNX Runtime cannot load the graph: {one_line(exc)}") from None
         return onnx.load(str(dst))
 
 
@@ -135,7 +135,7 @@ def _at_least_opset(model: onnx.ModelProto, source: str, opset: int) -> onnx.Mod
         return version_converter.convert_version(model, opset)
     except Exception as exc:
         raise ModelError(f"{source}: opset {current} graph could not be upgraded to opset {opset} "
-                         f"(needed for per-channel int8): {_one_line(exc)}") from None
+                         f"(needed for per-channel int8): {one_line(exc)}") from None
 
 
 def clean_float_graph(model: onnx.ModelProto, source: str, input_shape=None) -> onnx.ModelProto:
@@ -145,13 +145,13 @@ def clean_float_graph(model: onnx.ModelProto, source: str, input_shape=None) -> 
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except Exception as exc:
-        raise ModelError(f"{source}: shape inference failed: {_one_line(exc)}") from None
+        raise ModelError(f"{source}: shape inference failed: {one_line(exc)}") from None
     model = _ort_basic_optimize(model, source)
     model = onnx.shape_inference.infer_shapes(model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ModelError(f"{source}: ONNX checker rejected the cleaned graph: {_one_line(exc)}") from None
+        raise ModelError(f"{source}: ONNX checker rejected the cleaned graph: {one_line(exc)}") from None
     for vi in list(graph_inputs(model)) + list(model.graph.output):
         if any(not isinstance(d, int) for d in _dims(vi)):
             raise ModelError(f"{source}: '{vi.name}' still has a dynamic shape {_dims(vi)} after cleaning")
@@ -176,7 +176,3 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
 def parameter_count(model: onnx.ModelProto) -> int:
     return int(sum(np.prod(i.dims, dtype=np.int64) for i in model.graph.initializer))
 
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:400] + ("…" if len(text) > 400 else "")

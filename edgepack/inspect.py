@@ -37,8 +37,6 @@ def _inspect_onnx(path: Path) -> dict:
 
     model = load_onnx(path)
     inputs, outputs = io_specs(model)
-    weights = sum(int(np.prod(i.dims, dtype=np.int64)) * np.dtype(helper.tensor_dtype_to_np_dtype(i.data_type)).itemsize
-                  for i in model.graph.initializer)
     weight_types = Counter(np.dtype(helper.tensor_dtype_to_np_dtype(i.data_type)).name for i in model.graph.initializer)
     ops = op_counts(model)
     return {
@@ -47,19 +45,31 @@ def _inspect_onnx(path: Path) -> dict:
         "outputs": [s.to_json() for s in outputs],
         "op_counts": ops,
         "weight_dtypes": dict(weight_types),
-        "weight_bytes": int(weights),
+        "weight_bytes": _onnx_weight_bytes(model),
         "quantization": _quant_summary(ops, weight_types),
     }
 
 
 def weight_bytes(path: Path | str) -> int:
     """Bytes of constant payload in an .onnx, .ort or .tflite file (see the module doc)."""
+    from .graph import load_onnx
+
     path = Path(path)
-    reader = {".onnx": _inspect_onnx, ".ort": _ort_weight_bytes, ".tflite": _tflite_weight_bytes}.get(path.suffix.lower())
-    if reader is None:
-        raise ModelError(f"{path}: cannot read weights of '{path.suffix}' files")
-    out = reader(path)
-    return out["weight_bytes"] if isinstance(out, dict) else out
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _onnx_weight_bytes(load_onnx(path))
+    if suffix == ".ort":
+        return _ort_weight_bytes(_ort_graph(path)[1].Model().Graph())
+    if suffix == ".tflite":
+        return _tflite_weight_bytes(path)
+    raise ModelError(f"{path}: cannot read weights of '{path.suffix}' files; expected one of {', '.join(_INSPECTORS)}")
+
+
+def _onnx_weight_bytes(model) -> int:
+    from onnx import helper
+
+    return int(sum(int(np.prod(i.dims, dtype=np.int64)) * np.dtype(helper.tensor_dtype_to_np_dtype(i.data_type)).itemsize
+                   for i in model.graph.initializer))
 
 
 def _ort_graph(path: Path):
@@ -72,9 +82,7 @@ def _ort_graph(path: Path):
     return fbs, fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(buf, 0)
 
 
-def _ort_weight_bytes(path: Path) -> int:
-    _, session = _ort_graph(path)
-    graph = session.Model().Graph()
+def _ort_weight_bytes(graph) -> int:
     return sum(graph.Initializers(i).RawDataLength() for i in range(graph.InitializersLength()))
 
 
@@ -85,7 +93,7 @@ def _tflite_weight_bytes(path: Path) -> int:
 
     buf = path.read_bytes()
     model = schema.Model.GetRootAs(buf, 0)
-    seen: dict[int, int] = {}
+    seen: dict = {}  # ("buffer", index) or a vector's position -> bytes
     for s in range(model.SubgraphsLength()):
         g = model.Subgraphs(s)
         for i in range(g.TensorsLength()):
@@ -127,7 +135,7 @@ def _inspect_ort(path: Path) -> dict:
         "outputs": [spec(o) for o in s.outputs],
         "op_counts": dict(sorted(ops.items())),
         "weight_dtypes": dict(weight_types),
-        "weight_bytes": _ort_weight_bytes(path),
+        "weight_bytes": _ort_weight_bytes(graph),
         "quantization": _quant_summary(dict(ops), weight_types),
     }
 

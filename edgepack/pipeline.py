@@ -339,14 +339,14 @@ def _reference_data_entry(root: Path) -> dict:
 def _verify_target(config, profile: TargetProfile, artifacts, base, x, y, batch, root, rep, float_path) -> dict:
     gates = profile.gates.model_dump()
     gates.update({k: v for k, v in config.gates.model_dump().items() if v is not None})
+    weights = {a.path: weight_bytes(a.path) for a in artifacts}
     floats = {a.runtime: a.path for a in artifacts if a.precision == "float32"}
     entries = []
     for a in artifacts:
         rep.step(f"verifying {profile.name}/{a.path.name}")
         ref = floats.get(a.runtime, float_path)
-        weights = weight_bytes(a.path)
         ratios = {"size_ratio": a.path.stat().st_size / ref.stat().st_size,
-                  "weight_ratio": weights / max(weight_bytes(ref), 1)}
+                  "weight_ratio": weights[a.path] / max(weights[ref] if ref in weights else weight_bytes(ref), 1)}
         metrics = verify_artifact(a, profile, base, x, y, batch, gates=gates, ratios=ratios,
                                   warmup=config.verify.warmup_runs, runs=config.verify.latency_runs,
                                   threads=config.verify.host_threads)
@@ -356,7 +356,7 @@ def _verify_target(config, profile: TargetProfile, artifacts, base, x, y, batch,
             **file_entry(a.path, root),
             "runtime": a.runtime,
             "precision": a.precision,
-            "weight_bytes": weights,
+            "weight_bytes": weights[a.path],
             **ratios,
             "files": [file_entry(f, root) for f in a.extra_files],
             "reference_graph": file_entry(a.reference_onnx, root) if a.reference_onnx and a.reference_onnx.is_relative_to(root) else None,

@@ -278,15 +278,14 @@ def _input_name(model: onnx.ModelProto) -> str:
 
 @contextlib.contextmanager
 def _as_model_error(path):
-    from .errors import EdgepackError, ModelError
+    from .errors import EdgepackError, ModelError, one_line
 
     try:
         yield
     except EdgepackError:
         raise
     except Exception as exc:
-        text = " ".join(str(exc).split())[:300]
-        raise ModelError(f"{path}: ONNX Runtime's static quantiser failed: {type(exc).__name__}: {text}") from None
+        raise ModelError(f"{path}: ONNX Runtime's static quantiser failed: {type(exc).__name__}: {one_line(exc)}") from None
 
 
 @contextlib.contextmanager

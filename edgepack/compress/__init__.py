@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, EdgepackError, ModelError
+from ..errors import ConfigError, EdgepackError, ModelError, one_line
 from .distill import distill, reestimate_batchnorm
 from .importance import CRITERIA, Criterion, Random, make_criterion
 from .lowrank import factorize
@@ -173,8 +173,7 @@ def _compress(module: nn.Module, config, rep, data: CompressionData) -> Compress
     except EdgepackError:
         raise
     except Exception as exc:  # a model Torch-Pruning cannot trace, a layer SVD cannot handle, ...
-        text = " ".join(str(exc).split())[:300]
-        raise ModelError(f"compression failed ({'/'.join(record['order']) or 'setup'}): {type(exc).__name__}: {text}") from None
+        raise ModelError(f"compression failed ({'/'.join(record['order']) or 'setup'}): {type(exc).__name__}: {one_line(exc)}") from None
     make_permanent(student)
     student.eval()
     out = predict(student, data.eval_x[:1])

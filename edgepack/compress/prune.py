@@ -20,7 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, one_line
 from .importance import Criterion
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -96,8 +96,8 @@ def _check_still_runs(model: nn.Module, example: torch.Tensor, shape: tuple) -> 
         with torch.no_grad():
             out = model(example)
     except Exception as exc:
-        text = " ".join(str(exc).split())[:200]
-        raise ModelError(f"filter pruning: Torch-Pruning left this model inconsistent ({type(exc).__name__}: {text}); "
+        raise ModelError(f"filter pruning: Torch-Pruning left this model inconsistent ({type(exc).__name__}: "
+                         f"{one_line(exc, 200)}); "
                          "it mis-traced how channels are coupled. Ignore the layers around the reshape or split "
                          "(compress.prune.ignore), or use a mask granularity (fine, vector, kernel)") from None
     if tuple(out.shape) != shape:
@@ -129,10 +129,9 @@ def prune_filters(model: nn.Module, example: torch.Tensor, criterion: Criterion,
         try:
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
         except Exception as exc:
-            text = " ".join(str(exc).split())[:200]
             raise ModelError(
                 f"filter pruning: Torch-Pruning cannot trace which channels are coupled in this model "
-                f"({type(exc).__name__}: {text}); reshapes that mix channels, such as ShuffleNet's channel "
+                f"({type(exc).__name__}: {one_line(exc, 200)}); reshapes that mix channels, such as ShuffleNet's channel "
                 "shuffle, are beyond its dependency graph. Mask granularities (fine, vector, kernel) and "
                 "low-rank do not need it") from None
         heads = output_layers(model, graph)

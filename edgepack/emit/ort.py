@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-from ..errors import ModelError
+from ..errors import ModelError, one_line
 from ..quantize import io_quant_params
 from .base import Artifact, GraphSet
 
@@ -110,7 +110,7 @@ def convert_to_ort(src: Path, out_dir: Path, stem: str, settings, source: str = 
         config_path.write_text(config_path.read_text().replace(str(ort_path), ort_path.name))
     except Exception as exc:
         raise ModelError(f"{source or src}: conversion of the {stem} graph to ORT format failed: "
-                         f"{' '.join(str(exc).split())[:300]}") from None
+                         f"{one_line(exc)}") from None
     return ort_path, config_path
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import one_line
 from .base import IOSpec, RuntimeUnavailable, Session
 
 
@@ -86,5 +87,5 @@ def open_session(path: Path, threads: int, *, reference: bool = False) -> LiteRt
             interp = module.Interpreter(**kwargs)
             interp.allocate_tensors()
     except Exception as exc:
-        raise RuntimeUnavailable(f"{path}: {runtime} {version} cannot load it: {' '.join(str(exc).split())[:300]}") from None
+        raise RuntimeUnavailable(f"{path}: {runtime} {version} cannot load it: {one_line(exc)}") from None
     return LiteRtSession(interp, runtime, version, threads)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import one_line
 from .base import IOSpec, RuntimeUnavailable, Session
 
 _TYPES = {
@@ -42,6 +43,6 @@ def open_session(path: Path, threads: int, *, reference: bool = False) -> OrtSes
     try:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise RuntimeUnavailable(f"{path}: onnxruntime {ort.__version__} cannot load it: {' '.join(str(exc).split())[:300]}") from None
+        raise RuntimeUnavailable(f"{path}: onnxruntime {ort.__version__} cannot load it: {one_line(exc)}") from None
     return OrtSession(sess, threads, ort.__version__)
 

@@ -17,7 +17,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
-from ..errors import ModelError
+from ..errors import ModelError, one_line
 from .builder import TFLITE_FILE_IDENTIFIER
 
 BOP = schema.BuiltinOperator
@@ -179,8 +179,7 @@ def to_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progress=No
             False,                   # disable per-channel for dense layers
         )
     except Exception as exc:
-        text = " ".join(str(exc).split())[:300]
-        raise ModelError(f"LiteRT's full-integer quantiser rejected the model: {text}") from None
+        raise ModelError(f"LiteRT's full-integer quantiser rejected the model: {one_line(exc)}") from None
     model = _load(bytes(quantized))
     _drop_weight_ranges(model)
     quantized = _save(model)
@@ -202,8 +201,7 @@ def _check_runs(model_bytes: bytes, in_shape, io_dtype) -> None:
         it.set_tensor(it.get_input_details()[0]["index"], np.zeros(in_shape, io_dtype))
         it.invoke()
     except Exception as exc:
-        text = " ".join(str(exc).split())[:300]
-        raise ModelError(f"the full-integer TFLite model LiteRT produced does not run: {text}") from None
+        raise ModelError(f"the full-integer TFLite model LiteRT produced does not run: {one_line(exc)}") from None
 
 
 def _with_progress(samples, progress):
