@@ -123,7 +123,8 @@ def _conv_case(spec: dict, act: str | None = None):
 
 for _id, _spec in CONV.items():
     case(f"conv_{_id}", _conv_case(_spec))
-for _id in ("plain_same", "no_bias", "grouped", "depthwise", "depthwise_multiplier2", "stride2_even", "pads_asymmetric"):
+for _id in ("plain_same", "no_bias", "grouped", "depthwise", "depthwise_multiplier2", "stride2_even",
+            "pads_asymmetric"):
     case(f"conv_{_id}+relu", _conv_case(CONV[_id], "relu"))
     case(f"conv_{_id}+relu6", _conv_case(CONV[_id], "relu6"))
 case("conv_plain_same+clip(-0.5,0.7)", _conv_case(CONV["plain_same"], "clip_general"))
@@ -319,7 +320,9 @@ case("gelu_erf_form_mul_on_input", _gelu_erf_mul_form)
 
 def _gelu_erf_constant_nodes(g: Graph):
     """The torch.onnx export of nn.GELU: constants as Constant nodes, not initializers."""
-    k = lambda v: g.op("Constant", value=numpy_helper.from_array(np.asarray(v, np.float32)))
+    def k(v):
+        return g.op("Constant", value=numpy_helper.from_array(np.asarray(v, np.float32)))
+
     x = conv_out(g)
     e = g.op("Erf", g.op("Div", x, k(math.sqrt(2))))
     return g.op("Mul", g.op("Mul", x, g.op("Add", e, k(1.0))), k(0.5))
@@ -511,7 +514,8 @@ case("resize_nearest_tf_half_pixel_floor_sizes", _resize("nearest", "tf_half_pix
                                                          nearest_mode="floor"))
 case("resize_nearest_scales_1.5_exact", _resize("nearest", "asymmetric", scales=[1, 1, 1.5, 1.5], nearest_mode="floor"))
 case("resize_nearest_downsample_sizes", _resize("nearest", "asymmetric", sizes=[1, 6, 4, 3], nearest_mode="floor"))
-case("resize_bilinear_axes_attribute", lambda g: g.op("Resize", conv_out(g), "", g.const(np.asarray([2, 2], np.float32)),
+case("resize_bilinear_axes_attribute", lambda g: g.op("Resize", conv_out(g), "",
+                                                      g.const(np.asarray([2, 2], np.float32)),
                                                       axes=[2, 3], mode="linear"))
 case("resize_nearest_on_input", lambda g: g.op("Resize", img(g), "", g.const(np.asarray([1, 1, 2, 2], np.float32))))
 case("resize10_nearest_x1.5", lambda g: g.op("Resize", img(g, 4, 6, 6), g.const(np.asarray([1, 1, 1.5, 1.5],
@@ -678,7 +682,8 @@ REJECTED = {
     "dropout_mask_read": lambda g: g.op("Cast", g.op("Dropout", conv_out(g), outputs=2, name="the_dropout")[1], to=1),
     "convtranspose_dilated": lambda g: g.op("ConvTranspose", img(g), g.random((4, 2, 3, 3)), dilations=[2, 2],
                                             name="the_convtranspose"),
-    "maxpool_dilated": lambda g: g.op("MaxPool", conv_out(g), kernel_shape=[2, 2], dilations=[2, 2], name="the_maxpool"),
+    "maxpool_dilated": lambda g: g.op("MaxPool", conv_out(g), kernel_shape=[2, 2], dilations=[2, 2],
+                                      name="the_maxpool"),
     "avgpool_same_lower_exclude_pad": lambda g: g.op("AveragePool", conv_out(g), kernel_shape=[2, 2],
                                                      auto_pad="SAME_LOWER", name="the_avgpool"),
     "conv_1d": lambda g: g.op("Conv", g.input("x", [1, 4, 9]), g.random((3, 4, 3)), name="the_conv"),

@@ -128,7 +128,10 @@ class ModelBuilder:
             used.update(int(i) for i in op.outputs)
         remap = {old: new for new, old in enumerate(sorted(used))}
         g.tensors = [g.tensors[i] for i in sorted(used)]
-        fix = lambda arr: np.asarray([remap[int(i)] if i >= 0 else -1 for i in arr], dtype=np.int32)
+
+        def fix(arr):
+            return np.asarray([remap[int(i)] if i >= 0 else -1 for i in arr], dtype=np.int32)
+
         for op in g.operators:
             op.inputs, op.outputs = fix(op.inputs), fix(op.outputs)
         g.inputs, g.outputs = fix(g.inputs), fix(g.outputs)

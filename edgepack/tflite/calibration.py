@@ -27,7 +27,8 @@ def _const(model, tensor):
     buf = model.buffers[tensor.buffer].data if tensor.buffer else None
     if buf is None:
         return None
-    return np.frombuffer(np.asarray(buf, np.uint8).tobytes(), dtype=np.float32) if tensor.type == schema.TensorType.FLOAT32 else None
+    return (np.frombuffer(np.asarray(buf, np.uint8).tobytes(), dtype=np.float32)
+            if tensor.type == schema.TensorType.FLOAT32 else None)
 
 
 def _name(t) -> str:
@@ -44,7 +45,10 @@ def assign_ranges(model, onnx_ranges: dict[str, tuple[float, float]]) -> list[in
             if key in onnx_ranges:
                 ranges[i] = onnx_ranges[key]
                 break
-    code = lambda op: model.operatorCodes[op.opcodeIndex].builtinCode
+
+    def code(op):
+        return model.operatorCodes[op.opcodeIndex].builtinCode
+
     for _ in range(3):  # forward and backward passes until nothing changes
         changed = False
         for op in g.operators:
@@ -58,7 +62,8 @@ def assign_ranges(model, onnx_ranges: dict[str, tuple[float, float]]) -> list[in
                 if r is not None:
                     ranges[o], changed = r, True
             # range-preserving ops also tell us their input's range
-            if c in (BOP.RESHAPE, BOP.TRANSPOSE, BOP.SQUEEZE, BOP.EXPAND_DIMS) and ins[0] not in ranges and outs[0] in ranges:
+            if (c in (BOP.RESHAPE, BOP.TRANSPOSE, BOP.SQUEEZE, BOP.EXPAND_DIMS) and ins[0] not in ranges
+                    and outs[0] in ranges):
                 ranges[ins[0]], changed = ranges[outs[0]], True
             if c == BOP.CONCATENATION and outs[0] in ranges:
                 for i in ins:
@@ -112,7 +117,7 @@ def measure_ranges(model_bytes: bytes, indices: list[int], samples) -> dict[int,
     """Global min/max of the given tensors over the samples, on the float TFLite model."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from ..runtimes.litert import _quiet_stderr
+    from ..verification.runtimes.litert import _quiet_stderr
 
     with _quiet_stderr():
         it = Interpreter(model_content=model_bytes, num_threads=2,

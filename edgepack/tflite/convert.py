@@ -1,181 +1,20 @@
-"""ONNX → TFLite float32: the driver and the layout bookkeeping.
+"""ONNX → TFLite float32: the driver.
 
-Every ONNX value maps to a TFLite tensor plus a permutation `perm` with
-`tflite_tensor = onnx_value.transpose(perm)`. Convolution-like ops produce NHWC
-(perm (0, 2, 3, 1)); layout-sensitive ops (reshape, flatten, softmax on an axis, concat,
-slice, reductions …) translate their axes through `perm`, or ask for the value in the
-layout they need and get a TRANSPOSE (or a free RESHAPE when only size-1 axes move)
-inserted once and cached. Nothing is guessed: a value's layout is always known.
+`convert()` sets up a `Context` (see `context.py` for the layout bookkeeping), recognises
+multi-node patterns, then walks the graph in order: each node is skipped (absorbed into
+another op), emitted as part of a fused pattern, folded as a constant, or handed to its
+converter from the op table in `ops/`. Finally it binds the graph I/O in the requested
+layout and drops whatever no output depends on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from ..errors import UnsupportedOperatorError
-from .builder import ModelBuilder, options, schema
-
-NHWC = (0, 2, 3, 1)
-BOP = schema.BuiltinOperator
-
-
-def identity(rank: int) -> tuple[int, ...]:
-    return tuple(range(rank))
-
-
-def inverse(perm) -> tuple[int, ...]:
-    inv = [0] * len(perm)
-    for i, p in enumerate(perm):
-        inv[p] = i
-    return tuple(inv)
-
-
-def relative(src, dst) -> tuple[int, ...]:
-    """Permutation r with X.transpose(dst) == X.transpose(src).transpose(r)."""
-    inv = inverse(src)
-    return tuple(inv[d] for d in dst)
-
-
-def moves_only_unit_axes(shape, perm) -> bool:
-    """True when transposing `shape` by `perm` keeps the order of axes larger than 1, so
-    the memory order is unchanged and a RESHAPE suffices."""
-    big = [a for a in perm if shape[a] != 1]
-    return big == sorted(big)
-
-
-@dataclass
-class Value:
-    shape: tuple[int, ...]  # ONNX (logical) shape
-    dtype: np.dtype
-    perm: tuple[int, ...] = ()
-    index: int | None = None  # TFLite tensor holding onnx_value.transpose(perm)
-    const: np.ndarray | None = None  # known constant, ONNX layout
-    cache: dict = field(default_factory=dict)  # perm -> tensor index
-
-    @property
-    def rank(self) -> int:
-        return len(self.shape)
-
-
-class Context:
-    """What converters use: look values up in a layout, add tensors and ops, bind outputs."""
-
-    def __init__(self, model: onnx.ModelProto):
-        self.b = ModelBuilder("edgepack ONNX→TFLite")
-        self.onnx = model
-        self.values: dict[str, Value] = {}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        self.graph_outputs = {o.name for o in model.graph.output}
-        self.skip: set[int] = set()  # ids of nodes already folded into another op
-        for n in model.graph.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        shapes = {}
-        for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-            tt = vi.type.tensor_type
-            if tt.HasField("shape"):
-                shapes[vi.name] = (tuple(d.dim_value for d in tt.shape.dim), onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
-        self.shapes = shapes
-        for init in model.graph.initializer:
-            arr = numpy_helper.to_array(init)
-            self.values[init.name] = Value(arr.shape, arr.dtype, identity(arr.ndim), const=arr)
-
-    # lookup ----------------------------------------------------------------------------
-    def value(self, name: str) -> Value:
-        if name not in self.values:
-            raise UnsupportedOperatorError(f"value '{name}' is used before it is produced (graph not topologically sorted?)")
-        return self.values[name]
-
-    def const(self, name: str, node=None) -> np.ndarray | None:
-        v = self.values.get(name)
-        return None if v is None else v.const
-
-    def require_const(self, name: str, node, what: str) -> np.ndarray:
-        c = self.const(name)
-        if c is None:
-            raise UnsupportedOperatorError(f"node '{node.name}' ({node.op_type}): {what} must be a constant")
-        return c
-
-    def get(self, name: str, perm=None) -> int:
-        """TFLite tensor index of `name` laid out as onnx_value.transpose(perm)."""
-        v = self.value(name)
-        perm = tuple(perm) if perm is not None else (v.perm if v.index is not None else identity(v.rank))
-        if perm in v.cache:
-            return v.cache[perm]
-        if v.const is not None:
-            data = np.ascontiguousarray(v.const.transpose(perm)) if v.rank else v.const
-            if data.dtype == np.float64:
-                data = data.astype(np.float32)
-            if data.dtype == np.int64:
-                data = data.astype(np.int32) if np.all(np.abs(data) < 2**31) else data
-            idx = self.b.const(name, data)
-        else:
-            idx = self.relayout(v.index, tuple(v.shape[p] for p in v.perm), relative(v.perm, perm), name)
-        v.cache[perm] = idx
-        return idx
-
-    def relayout(self, index: int, tshape, rel, name: str) -> int:
-        """Emit the cheapest op turning a tensor of shape `tshape` into tensor.transpose(rel)."""
-        out_shape = tuple(tshape[r] for r in rel)
-        if rel == identity(len(rel)):
-            return index
-        out = self.b.tensor(f"{name}_perm", out_shape, self._np_dtype(index))
-        if moves_only_unit_axes(tshape, rel):
-            self.reshape_to(index, out, out_shape)
-        else:
-            self.b.op(BOP.TRANSPOSE, [index, self.b.const(f"{name}_perm_axes", np.asarray(rel, np.int32))], [out],
-                      *options("TransposeOptions"))
-        return out
-
-    def reshape_to(self, src: int, dst: int, shape) -> None:
-        opts, kind = options("ReshapeOptions", newShape=[int(d) for d in shape])
-        self.b.op(BOP.RESHAPE, [src, self.b.const("shape", np.asarray(shape, np.int32))], [dst], opts, kind)
-
-    def _np_dtype(self, index: int):
-        t = self.b.dtype_of(index)
-        return {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT32: np.int32,
-                schema.TensorType.INT64: np.int64, schema.TensorType.BOOL: np.bool_}.get(t, np.float32)
-
-    def perm_of(self, name: str) -> tuple[int, ...]:
-        v = self.value(name)
-        return v.perm if v.index is not None else identity(v.rank)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.value(name).shape
-
-    # results ---------------------------------------------------------------------------
-    def output(self, name: str, shape, perm=None, dtype=np.float32) -> int:
-        """Create the TFLite tensor for ONNX value `name` (shape in ONNX layout) in `perm`."""
-        perm = tuple(perm) if perm is not None else identity(len(shape))
-        idx = self.b.tensor(name, tuple(shape[p] for p in perm), dtype)
-        self.values[name] = Value(tuple(shape), np.dtype(dtype), perm, idx, cache={perm: idx})
-        return idx
-
-    def alias(self, name: str, source: str) -> None:
-        """`name` is the same value as `source` (Identity, Dropout at inference)."""
-        self.values[name] = self.values[source]
-
-    def bind_const(self, name: str, array: np.ndarray) -> None:
-        self.values[name] = Value(array.shape, array.dtype, identity(array.ndim), const=array)
-
-    def onnx_shape(self, name: str) -> tuple[int, ...]:
-        if name in self.values:
-            return self.values[name].shape
-        return self.shapes[name][0]
-
-    def sole_consumer(self, name: str):
-        users = self.consumers.get(name, [])
-        if len(users) == 1 and name not in self.graph_outputs:
-            return users[0]
-        return None
-
-
-def attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+from .builder import ModelBuilder
+from .context import NHWC, Context, identity
+from .ops import CONVERTERS, fold_constant, rewrite_patterns
 
 
 def convert(model: onnx.ModelProto, io_layout: str = "NHWC") -> tuple[bytes, dict]:
@@ -183,8 +22,6 @@ def convert(model: onnx.ModelProto, io_layout: str = "NHWC") -> tuple[bytes, dic
 
     io info: {"inputs": [{"name", "shape", "layout"}], "outputs": [...]} describing the
     TFLite model's own I/O tensors."""
-    from .ops import CONVERTERS, fold_constant, rewrite_patterns
-
     model = onnx.shape_inference.infer_shapes(model)
     ctx = Context(model)
     inits = {i.name for i in model.graph.initializer}
@@ -243,7 +80,7 @@ def _layout_name(rank: int, perm) -> str:
 def _prune_dead(b: ModelBuilder) -> None:
     """Drop operators nobody reads, then tensors and buffers nothing references."""
     g = b.graph
-    needed = set(int(i) for i in g.outputs)
+    needed = {int(i) for i in g.outputs}
     keep = []
     for op in reversed(g.operators):
         if any(int(o) in needed for o in op.outputs):

@@ -101,7 +101,8 @@ def to_float16(model_bytes: bytes) -> bytes:
         t16.buffer, t.buffer = t.buffer, 0
         g.tensors.append(t16)
         op = schema.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = deq, np.asarray([len(g.tensors) - 1], np.int32), np.asarray([i], np.int32)
+        op.opcodeIndex, op.inputs, op.outputs = (deq, np.asarray([len(g.tensors) - 1], np.int32),
+                                                 np.asarray([i], np.int32))
         new_ops.append(op)
     g.operators = new_ops + list(g.operators)
     return _save(model)
@@ -192,7 +193,7 @@ def _check_runs(model_bytes: bytes, in_shape, io_dtype) -> None:
     fill value stayed float): run one inference so such a file is never shipped."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from ..runtimes.litert import _quiet_stderr
+    from ..verification.runtimes.litert import _quiet_stderr
 
     try:
         with _quiet_stderr():

@@ -1,0 +1,16 @@
+"""The ONNX → TFLite operator table: `CONVERTERS` maps an ONNX op type to `fn(ctx, node)`.
+
+Each converter reads its node's inputs through the Context (in the layout it needs),
+emits TFLite ops, and binds its outputs with their layout. Attributes a converter cannot
+honour exactly raise UnsupportedOperatorError naming the node: a model either converts
+faithfully or not at all. Converters live in one module per op family and register
+themselves with `@converter(...)` (from `_common`) when imported below; `fold_constant`
+and `rewrite_patterns` are the driver's two steps besides the table.
+"""
+
+from . import conv, dense, elementwise, pool, resize, shape  # noqa: F401  (importing registers the converters)
+from ._common import CONVERTERS, converter
+from .fold import fold_constant
+from .patterns import rewrite_patterns
+
+__all__ = ["CONVERTERS", "converter", "fold_constant", "rewrite_patterns"]
