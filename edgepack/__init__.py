@@ -1,19 +1,26 @@
 """edgepack: from a trained model to verified, per-device release artifacts.
 
 This module deliberately imports nothing at import time: `python -m edgepack.device`
-must run on a device that has only numpy and one runtime installed. The public API is
-resolved lazily on first attribute access.
+must run on a device that has only numpy and one runtime installed. The public API
+(`edgepack.build`, `verify`, `merge`, `inspect`, see `edgepack.api`) is resolved lazily
+on first attribute access.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
-    "build": ("edgepack.pipeline", "build"),
-    "BuildConfig": ("edgepack.config", "BuildConfig"),
+    "build": ("edgepack.api", "build"),
+    "verify": ("edgepack.api", "verify"),
+    "merge": ("edgepack.api", "merge"),
+    "inspect": ("edgepack.api", "inspect"),
     "BuildResult": ("edgepack.pipeline", "BuildResult"),
-    "verify_bundle": ("edgepack.device", "verify_bundle"),
+    "VerifyResult": ("edgepack.api", "VerifyResult"),
+    "ArtifactInfo": ("edgepack.api", "ArtifactInfo"),
+    "BuildConfig": ("edgepack.config", "BuildConfig"),
+    "Manifest": ("edgepack.manifest.models", "Manifest"),
+    "DeviceResult": ("edgepack.manifest.models", "DeviceResult"),
+    "Reporter": ("edgepack.progress", "Reporter"),
     "load_targets": ("edgepack.targets", "load_targets"),
-    "inspect_artifact": ("edgepack.inspect", "inspect_artifact"),
     "EdgepackError": ("edgepack.errors", "EdgepackError"),
 }
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .config import CALIBRATION_METHODS, PRUNE_CRITERIA, PRUNE_GRANULARITIES, TFLITE_IO_TYPES, TFLITE_LAYOUTS
 from .errors import EdgepackError
+from .progress import Reporter
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Turn a trained model into verified, per-device release artifacts.")
@@ -24,29 +28,34 @@ out = Console()
 err = Console(stderr=True)
 
 
-class _RichReporter:
-    """Draws one spinner per stage and a bar for long loops, on stderr."""
+class _RichReporter(Reporter):
+    """At a terminal: one live row for the running stage (spinner, inner progress, time) and
+    a line per finished stage with its duration. Elsewhere (logs, pipes): silent."""
 
-    def __init__(self, progress: Progress):
-        self._p = progress
-        self._current = None
+    def __init__(self, progress: Progress, console: Console):
+        self._p, self._console = progress, console
+        self._task = None
 
-    def step(self, message: str) -> None:
-        if self._current is not None:
-            self._p.update(self._current, completed=1, total=1)
-        self._current = self._p.add_task(message, total=None)
+    def on_start(self, title: str) -> None:
+        self._task = self._p.add_task(title, total=None)
 
-    def track(self, description: str):
-        task = self._p.add_task(f"  {description}", total=None)
+    def on_progress(self, done: int, total: int | None, detail: str = "") -> None:
+        if self._task is not None:
+            self._p.update(self._task, completed=done, total=total,
+                           **({"description": detail} if detail else {}))
 
-        def update(done: int, total: int) -> None:
-            self._p.update(task, completed=done, total=total)
+    def on_end(self, title: str, seconds: float, ok: bool) -> None:
+        if self._task is not None:
+            self._p.remove_task(self._task)
+            self._task = None
+        if ok and self._console.is_terminal:
+            self._console.print(f"[green]✓[/] {escape(title)} [dim]{seconds:.1f} s[/]", highlight=False)
 
-        return update
 
-    def close(self) -> None:
-        if self._current is not None:
-            self._p.update(self._current, completed=1, total=1)
+def _progress() -> Progress:
+    """The live display: transient (finished stages are printed as lines instead)."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, disable=not err.is_terminal, transient=True)
 
 
 def _fail(exc: EdgepackError) -> None:
@@ -56,100 +65,189 @@ def _fail(exc: EdgepackError) -> None:
     raise typer.Exit(2)
 
 
-def _parse_shape(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        sys.stdout.write(f"edgepack {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print edgepack's version and exit.")] = False,
+) -> None:
+    pass
+
+
+# `edgepack build`: every mistake is one `error:` line (exit 2) naming the flag, and all
+# mistakes in the flags are reported together, so enumerations are checked with the config
+# (where "did you mean" and the other problems are), not by the option parser: their help
+# lists the choices.
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _BuildCommand(typer.core.TyperCommand):
+    """A flag the option parser refuses (a non-integer count, an unknown option) is one line
+    too, not a usage box."""
+
+    def parse_args(self, ctx, args):
+        given = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except _UsageError as exc:
+            param = getattr(exc, "param", None)
+            opts = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+            text = f"{opts[0]}: {_given_value(given, opts[0])}{exc.message}" if opts else exc.format_message()
+            sys.stderr.write(f"error: {' '.join(text.split())}\n")
+            raise typer.Exit(2) from None
+
+
+def _given_value(args: list[str], opt: str) -> str:
+    """`'abc': ` for `--opt abc` / `--opt=abc` in args, to quote what was refused."""
+    for i, a in enumerate(args):
+        if a == opt and i + 1 < len(args):
+            return f"{args[i + 1]!r}: "
+        if a.startswith(opt + "="):
+            return f"{a[len(opt) + 1:]!r}: "
+    return ""
+
+
+def _choices(values, default: str) -> str:
+    return f"{' | '.join(values)} (default: {default})"
+
+
+def _parse_shape(text: str) -> tuple[list[int] | None, str | None]:
+    """`1,3,224,224` or `1x3x224x224` -> ([1, 3, 224, 224], None); otherwise (None, what is wrong)."""
+    parts = text.split(",") if "," in text else text.split("x")
     try:
-        shape = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
+        shape = [int(p.strip()) for p in parts]
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers, e.g. 1,3,224,224") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise typer.BadParameter(f"{text!r}: dimensions must be positive integers")
-    return shape
+        return None, f"{text!r} is not a list of integers such as 1,3,224,224 or 1x3x224x224"
+    if any(d <= 0 for d in shape):
+        return None, f"{text!r}: dimensions must be positive integers"
+    return shape, None
 
 
-@app.command()
+def _drop_none(d: dict) -> dict:
+    return {k: (_drop_none(v) if isinstance(v, dict) else v) for k, v in d.items() if v is not None}
+
+
+def _opt(*names: str, panel: str, help: str, **kw):
+    return typer.Option(*names, help=help, rich_help_panel=panel, **kw)
+
+
+_MODEL, _DATA, _OUT, _QUANT, _TFL = "Model", "Data", "Targets & output", "Quantisation", "TFLite"
+_COMPRESS, _VERIFY = "Compression (torch only)", "Verification"
+
+
+@app.command(cls=_BuildCommand)
 def build(
-    config: Optional[Path] = typer.Argument(None, help="edgepack.toml; omit to use the flags below"),
-    onnx_model: Optional[Path] = typer.Option(None, "--onnx", help="ONNX model file"),
-    torch_model: Optional[str] = typer.Option(None, "--torch", help="path/to/file.py:factory"),
-    pt2_model: Optional[Path] = typer.Option(None, "--pt2", help="torch.export .pt2 file"),
-    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="static input shape, e.g. 1,3,224,224"),
-    calib: Optional[str] = typer.Option(None, "--calib", help="calibration data (.npy/.npz/folder/file.py:fn)"),
-    eval_data: Optional[str] = typer.Option(None, "--eval", help="evaluation data, labelled or not"),
-    targets: Optional[str] = typer.Option(None, "--targets", help="comma-separated target names or .toml paths"),
-    out_dir: Path = typer.Option(Path("dist"), "--out", help="where dist/<name>-<version>/ goes"),
-    name: Optional[str] = typer.Option(None, "--name", help="release name (default: model file stem)"),
-    version: str = typer.Option("0.1.0", "--version"),
-    calibration_method: Optional[str] = typer.Option(None, "--calibration-method", help="minmax | percentile | entropy"),
-    calibration_samples: int = typer.Option(200, "--calibration-samples"),
-    latency_runs: int = typer.Option(50, "--latency-runs"),
-    tflite_io: Optional[str] = typer.Option(None, "--tflite-io", help="full-int8 TFLite I/O type: int8 | uint8 | float32"),
-    tflite_layout: Optional[str] = typer.Option(None, "--tflite-layout", help="TFLite I/O layout: NHWC | NCHW"),
-    emulate: bool = typer.Option(False, "--emulate", help="also verify ARM targets in an emulated device userland"),
-    prune: Optional[float] = typer.Option(None, "--prune", help="torch only: prune this fraction of channels (0..1)"),
-    prune_criterion: Optional[str] = typer.Option(None, "--prune-criterion", help="l1 | l2 | bn_scale | taylor | random"),
-    prune_granularity: Optional[str] = typer.Option(None, "--prune-granularity", help="filter | fine | vector | kernel"),
-    distill_epochs: Optional[int] = typer.Option(None, "--distill-epochs", help="distil from the unpruned model afterwards"),
-    distill_mode: Optional[str] = typer.Option(None, "--distill-mode", help="weak (no labels) | strong (labels + features)"),
-    distill_data: Optional[str] = typer.Option(None, "--distill-data", help="training data for distillation (default: --calib)"),
-    lowrank_energy: Optional[float] = typer.Option(None, "--lowrank-energy", help="factorise Linear/1x1 layers keeping this energy"),
-    json_out: bool = typer.Option(False, "--json", help="print the manifest as JSON on stdout"),
+    config: Annotated[Path | None, typer.Argument(help="edgepack.toml; omit to use the flags below")] = None,
+    onnx_model: Annotated[Path | None, _opt("--onnx", panel=_MODEL, help="ONNX model file")] = None,
+    torch_model: Annotated[str | None, _opt("--torch", panel=_MODEL, help="path/to/file.py:factory")] = None,
+    pt2_model: Annotated[Path | None, _opt("--pt2", panel=_MODEL, help="torch.export .pt2 file")] = None,
+    input_shape: Annotated[str | None, _opt("--input-shape", panel=_MODEL,
+                                            help="static input shape, e.g. 1,3,224,224")] = None,
+    calib: Annotated[str | None, _opt("--calib", panel=_DATA,
+                                      help="calibration data (.npy/.npz/folder/file.py:fn)")] = None,
+    eval_data: Annotated[str | None, _opt("--eval", panel=_DATA, help="evaluation data, labelled or not")] = None,
+    calibration_samples: Annotated[int | None, _opt("--calibration-samples", panel=_DATA,
+                                                    help="default: 200")] = None,
+    targets: Annotated[str | None, _opt("--targets", panel=_OUT,
+                                        help="comma-separated target names or .toml paths")] = None,
+    out_dir: Annotated[Path | None, _opt("--out", panel=_OUT,
+                                         help="where <name>-<version>/ goes (default: dist)")] = None,
+    name: Annotated[str | None, _opt("--name", panel=_OUT, help="release name (default: model file stem)")] = None,
+    version: Annotated[str | None, _opt("--version", panel=_OUT, help="release version (default: 0.1.0)")] = None,
+    json_out: Annotated[bool, _opt("--json", panel=_OUT, help="print the manifest as JSON on stdout")] = False,
+    calibration_method: Annotated[str | None, _opt("--calibration-method", panel=_QUANT, metavar="METHOD",
+                                                   help=_choices(CALIBRATION_METHODS, "the target's"))] = None,
+    tflite_io: Annotated[str | None, _opt("--tflite-io", panel=_TFL, metavar="TYPE", help="full-int8 model I/O: "
+                                          + _choices(TFLITE_IO_TYPES, "the target's"))] = None,
+    tflite_layout: Annotated[str | None, _opt("--tflite-layout", panel=_TFL, metavar="LAYOUT", help="4-D I/O layout: "
+                                              + _choices(TFLITE_LAYOUTS, "the target's"))] = None,
+    prune: Annotated[float | None, _opt("--prune", panel=_COMPRESS,
+                                        help="prune this fraction of channels (0..1)")] = None,
+    prune_criterion: Annotated[str | None, _opt("--prune-criterion", panel=_COMPRESS, metavar="NAME",
+                                                help=_choices(PRUNE_CRITERIA, "l2"))] = None,
+    prune_granularity: Annotated[str | None, _opt("--prune-granularity", panel=_COMPRESS, metavar="NAME",
+                                                  help=_choices(PRUNE_GRANULARITIES, "filter"))] = None,
+    distill_epochs: Annotated[int | None, _opt("--distill-epochs", panel=_COMPRESS,
+                                               help="distil from the unpruned model afterwards")] = None,
+    distill_mode: Annotated[str | None, _opt("--distill-mode", panel=_COMPRESS, metavar="MODE",
+                                             help="weak (no labels) | strong (labels + features) "
+                                                  "(default: weak)")] = None,
+    distill_data: Annotated[str | None, _opt("--distill-data", panel=_COMPRESS,
+                                             help="training data for distillation (default: --calib)")] = None,
+    lowrank_energy: Annotated[float | None, _opt("--lowrank-energy", panel=_COMPRESS,
+                                                 help="factorise Linear/1x1 layers keeping this energy")] = None,
+    latency_runs: Annotated[int | None, _opt("--latency-runs", panel=_VERIFY, help="default: 50")] = None,
+    emulate: Annotated[bool, _opt("--emulate", panel=_VERIFY,
+                                  help="also verify ARM targets in an emulated device userland")] = False,
 ):
     """Build, verify and bundle a release; exit 1 if a gate fails."""
     from .config import config_from_dict, load_config
-    from .pipeline import build as run_build
+    from .errors import ConfigError
+    from .preflight import preflight
 
-    sources = {"onnx": onnx_model, "torch": torch_model, "pt2": pt2_model}
-    given = {k: v for k, v in sources.items() if v is not None}
-    compress = _compress_flags(prune, prune_criterion, prune_granularity, distill_epochs, distill_mode, distill_data,
-                               lowrank_energy)
+    flags = {"--onnx": onnx_model, "--torch": torch_model, "--pt2": pt2_model, "--input-shape": input_shape,
+             "--calib": calib, "--eval": eval_data, "--calibration-samples": calibration_samples,
+             "--targets": targets, "--out": out_dir, "--name": name, "--version": version,
+             "--calibration-method": calibration_method, "--tflite-io": tflite_io, "--tflite-layout": tflite_layout,
+             "--prune": prune, "--prune-criterion": prune_criterion, "--prune-granularity": prune_granularity,
+             "--distill-epochs": distill_epochs, "--distill-mode": distill_mode, "--distill-data": distill_data,
+             "--lowrank-energy": lowrank_energy, "--latency-runs": latency_runs}
     try:
         if config is not None:
-            if given or calib or targets or compress:
-                raise typer.BadParameter("give either CONFIG or --onnx/--torch/--pt2 with --calib and --targets, not both")
+            ignored = [f for f, v in flags.items() if v is not None]
+            if ignored:
+                raise ConfigError(f"{', '.join(ignored)}: not used with a config file ({config} sets "
+                                  f"{'these' if len(ignored) > 1 else 'this'}), so give either CONFIG or flags")
             cfg = load_config(config)
             if emulate:
                 cfg = cfg.model_copy(update={"verify": cfg.verify.model_copy(update={"emulate": True})})
         else:
-            if len(given) != 1 or not calib or not targets:
-                raise typer.BadParameter("without CONFIG, give exactly one of --onnx/--torch/--pt2, plus --calib and --targets")
-            kind, src = next(iter(given.items()))
-            stem = Path(str(src).split(":")[0]).stem
-            data = {
+            sources = {k: str(v) for k, v in {"onnx": onnx_model, "torch": torch_model, "pt2": pt2_model}.items()
+                       if v is not None}
+            problems, shape = [], None
+            if input_shape is not None:
+                shape, problem = _parse_shape(input_shape)
+                if problem:
+                    problems.append((("model", "input_shape"), problem))
+            stem = Path(next(iter(sources.values())).split(":")[0]).stem if sources else "model"
+            data = _drop_none({
                 "name": name or stem,
                 "version": version,
-                "out": str(out_dir),
-                "model": {kind: str(src), "input_shape": _parse_shape(input_shape)},
+                "out": None if out_dir is None else str(out_dir),
+                "model": {**sources, "input_shape": shape},
                 "data": {"calibration": calib, "evaluation": eval_data, "calibration_samples": calibration_samples},
-                "targets": [t.strip() for t in targets.split(",") if t.strip()],
+                "targets": None if targets is None else [t.strip() for t in targets.split(",") if t.strip()],
                 "quantization": {"calibration_method": calibration_method},
-                "verify": {"latency_runs": latency_runs, "emulate": emulate},
+                "verify": {"latency_runs": latency_runs, "emulate": emulate or None},
                 "tflite": {"io_type": tflite_io, "layout": tflite_layout},
-                "compress": compress,
-            }
-            cfg = config_from_dict(data, source="command line")
+                "compress": _compress_flags(prune, prune_criterion, prune_granularity, distill_epochs, distill_mode,
+                                            distill_data, lowrank_energy),
+            })
+            cfg = config_from_dict(data, source="command line", style="flags", problems=problems)
+        preflight(cfg)  # before the pipeline (and onnx, onnxruntime) is even imported
+        from .pipeline import build as run_build
+
         # Progress bars are for people at a terminal; logs and pipes get none.
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err, disable=not err.is_terminal) as progress:
-            reporter = _RichReporter(progress)
-            result = run_build(cfg, reporter)
-            reporter.close()
+        with _progress() as progress:
+            result = run_build(cfg, _RichReporter(progress, err))
     except EdgepackError as exc:
         _fail(exc)
-    if json_out:
-        out.print_json(json.dumps(result.manifest, default=str))
-    else:
-        _print_summary(result.manifest)
-        out.print(f"bundle: {result.bundle}")
-    for f in result.failures:
-        sys.stderr.write(f"gate failed: {f}\n")
+    _print_build(result, json_out)
     raise typer.Exit(result.exit_code)
 
 
 def _compress_flags(prune, criterion, granularity, epochs, mode, data, energy) -> dict:
     """The [compress] section the compression flags describe (unset flags keep the defaults)."""
-    keep = lambda d: {k: v for k, v in d.items() if v is not None}  # noqa: E731
+    def keep(d: dict) -> dict:
+        return {k: v for k, v in d.items() if v is not None}
+
     section = {}
     if prune is not None or criterion or granularity:
         section["prune"] = keep({"ratio": prune, "criterion": criterion, "granularity": granularity})
@@ -160,117 +258,121 @@ def _compress_flags(prune, criterion, granularity, epochs, mode, data, energy) -
     return section
 
 
-def _print_summary(m: dict) -> None:
-    labelled = m["data"]["evaluation"]["labelled"]
-    table = Table(title=f"{m['name']} {m['version']}: {'PASSED' if m['gates_passed'] else 'FAILED'}")
-    for col in ("target", "artifact", "size KiB", "numerics", "top-1 %" if labelled else "SQNR dB", "p50 ms (host)", "gates"):
-        table.add_column(col)
-    for tname, t in m["targets"].items():
-        for a in t["artifacts"]:
-            mt = a["metrics"]
-            nm = mt["numerics"][mt["gate_numerics"]]
-            value = f"{nm['top1']:.2f}" if labelled else f"{nm['sqnr_db']:.1f}"
-            table.add_row(tname, a["kind"], f"{a['size_bytes'] / 1024:.1f}", mt["gate_numerics"], value,
-                          f"{mt['latency']['p50_ms']:.3f}", "pass" if mt["passed"] else "FAIL")
+def _print_build(result, json_out: bool) -> None:
+    if json_out:
+        out.print_json(json.dumps(result.manifest.to_json()))
+    else:
+        _print_summary(result.manifest)
+        out.print(f"bundle: {result.bundle}", highlight=False, soft_wrap=True)
+    for f in result.failures:
+        sys.stderr.write(f"failed: {f.text()}\n")
+
+
+def _print_summary(m) -> None:
+    """One row per artifact under its target's row; no column cuts an artifact kind."""
+    labelled = m.data.evaluation.labelled
+    table = Table(title=f"{m.name} {m.version}: {'PASSED' if m.gates_passed else 'FAILED'}", box=box.SIMPLE_HEAD,
+                  padding=(0, 1), title_justify="left")
+    table.add_column("target / artifact", no_wrap=True)
+    table.add_column("KiB", justify="right", no_wrap=True)
+    table.add_column("top-1 %" if labelled else "SQNR dB", justify="right", no_wrap=True)
+    table.add_column("numbers", no_wrap=True)
+    table.add_column("p50 ms", justify="right", no_wrap=True)
+    table.add_column("gates", no_wrap=True)
+    for tname, t in m.targets.items():
+        table.add_row(f"[bold]{escape(tname)}[/]", "", "", "", "", "pass" if t.passed else "[red]FAIL[/]")
+        for a in t.artifacts:
+            mt = a.metrics
+            nm = mt.numerics[mt.gate_numerics]
+            value = f"{nm.top1:.2f}" if labelled and nm.top1 is not None else f"{nm.sqnr_db:.1f}"
+            lat = mt.device_latency or mt.latency
+            table.add_row(f"  {a.kind}", f"{a.size_bytes / 1024:.1f}", value, mt.gate_numerics,
+                          f"{lat.p50_ms:.3f}", "pass" if mt.passed else "[red]FAIL[/]")
     out.print(table)
     if labelled:
-        out.print(f"float baseline top-1: {m['baseline']['metrics']['top1']:.2f} %")
+        out.print(f"float baseline top-1: {m.baseline.metrics.top1:.2f} %  (p50: host latency unless a device run "
+                  "was merged)", highlight=False)
 
 
 @app.command()
 def verify(
     bundle: Path = typer.Argument(..., help="a dist/<name>-<version> folder"),
-    target: Optional[str] = typer.Option(None, "--target"),
-    threads: Optional[int] = typer.Option(None, "--threads"),
-    runs: int = typer.Option(50, "--runs"),
+    target: Optional[str] = typer.Option(None, "--target", help="only this target"),
+    artifacts: Optional[str] = typer.Option(None, "--artifacts",
+                                            help="only these artifact kinds, comma-separated "
+                                                 "(e.g. ort-float,ort-int8)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    runs: int = typer.Option(50, "--runs", min=1, help="latency runs per artifact"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the result JSON here"),
     emulate: bool = typer.Option(False, "--emulate", help="run ARM targets in an emulated device userland (qemu-user)"),
-    merge: bool = typer.Option(False, "--merge", help="write device-exact results into the bundle's manifest and report"),
+    merge: bool = typer.Option(False, "--merge", help="write the result into the bundle's manifest and report"),
 ):
     """Re-verify a bundle from its own files (checksums, golden I/O, bundled eval data)."""
-    from .bundle import _json_safe
-    from .device import verify_bundle
+    from .api import verify as run_verify
+    from .errors import BundleError
+    from .manifest.jsonio import dumps
 
+    kinds = [k.strip() for k in artifacts.split(",") if k.strip()] if artifacts else None
     try:
-        if emulate:
-            result = _verify_emulated(bundle, target)
-        else:
-            result = verify_bundle(bundle, target, threads=threads, runs=runs)
-        if merge:
-            from .device_results import merge_into_bundle
-
-            merge_into_bundle(bundle, result)
+        with _progress() as progress:
+            checked = run_verify(bundle, target=target, artifacts=kinds, threads=threads, runs=runs, emulate=emulate,
+                                 merge=merge, reporter=_RichReporter(progress, err))
+        if json_path:
+            try:
+                json_path.write_text(dumps(checked.result.model_dump(mode="json", by_alias=True)), encoding="utf-8")
+            except OSError as exc:
+                raise BundleError(f"{json_path}: cannot write the result ({exc.strerror})") from None
     except EdgepackError as exc:
         _fail(exc)
-    if json_path:
-        json_path.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
-    _print_device_result(result)
-    raise typer.Exit(0 if result["passed"] else 1)
+    _print_device_result(checked.result)
+    if checked.manifest is not None:
+        out.print(f"merged into {bundle}/manifest.json and report.md: {checked.manifest.status}", highlight=False)
+        for f in checked.manifest.failures:
+            sys.stderr.write(f"failed: {f.text()}\n")
+    raise typer.Exit(checked.exit_code)
 
 
-def _verify_emulated(bundle: Path, target: str | None) -> dict:
-    """Run every ARM target of the bundle (or the one named) under qemu-user; one result."""
-    from .bundle import read_manifest
-    from .emulate import prepare_userland, run_device_runner
-    from .errors import BundleError
-    from .targets import TargetProfile, host_arch
-
-    manifest = read_manifest(bundle)
-    names = [target] if target else [t for t, v in manifest["targets"].items() if v["profile"]["cpu"]["arch"] != host_arch()]
-    if not names:
-        raise BundleError(f"{bundle}: no target of another CPU architecture to emulate (this host is {host_arch()})")
-    merged: dict = {}
-    for name in names:
-        if name not in manifest["targets"]:
-            raise BundleError(f"{bundle}: target {name!r} is not in this bundle (has: {', '.join(manifest['targets'])})")
-        profile = TargetProfile.model_validate(manifest["targets"][name]["profile"])
-        out.print(f"preparing the emulated {profile.cpu.model} userland (cached after the first time)…", highlight=False)
-        result = run_device_runner(prepare_userland(profile), bundle, name)
-        if not merged:
-            merged = result
-        else:
-            merged["targets"].update(result["targets"])
-            merged["problems"] += result["problems"]
-            merged["passed"] = merged["passed"] and result["passed"]
-    return merged
-
-
-def _print_device_result(result: dict) -> None:
-    for p in result["problems"]:
-        sys.stderr.write(f"FAIL {p}\n")
-    emulation = result.get("emulation")
-    for tname, t in result["targets"].items():
-        for a in t["artifacts"]:
-            m = a.get("metrics")
-            detail = a.get("error", "")
+def _print_device_result(result) -> None:
+    for p in result.problems:
+        sys.stderr.write(f"FAIL {p.where}: {p.reason}\n")
+    emulation = result.emulation
+    for tname, t in result.targets.items():
+        for a in t.artifacts:
+            m = a.metrics
+            detail = a.error or ""
             if m:
-                label = a["gate_numerics"] + (f", emulated {emulation['cpu']}" if emulation and a["gate_numerics"] == "device-exact" else "")
-                detail = (f"top-1 {m['top1']:.2f} % " if "top1" in m else "") + f"SQNR {m['sqnr_db']:.1f} dB ({label} numerics, {a['runtime']})"
-            out.print(f"{'PASS' if a['passed'] else 'FAIL'} {tname}/{a['kind']} {detail}", highlight=False)
-    out.print("verified" if result["passed"] else "verification FAILED")
+                label = a.gate_numerics + (f", emulated {emulation['cpu']}"
+                                           if emulation and a.gate_numerics == "device-exact" else "")
+                detail = (f"top-1 {m.top1:.2f} % " if m.top1 is not None else "") + \
+                    f"SQNR {m.sqnr_db:.1f} dB ({label} numerics, {a.runtime})"
+                if a.golden_ok is False:
+                    detail += "; golden outputs differ from the float reference"
+            if a.passed:
+                out.print(f"PASS {tname}/{a.kind} {detail}", highlight=False, soft_wrap=True)
+            else:
+                sys.stderr.write(f"FAIL {tname}/{a.kind} {detail}\n")
+    out.print("verified" if result.passed else "verification FAILED")
 
 
 @app.command()
 def merge(bundle: Path = typer.Argument(..., help="a dist/<name>-<version> folder"),
           result: Path = typer.Argument(..., help="JSON written by `python -m edgepack.device verify --json`")):
     """Merge a device runner's result (e.g. from a real Raspberry Pi) into the bundle's report."""
-    from .device_results import merge_into_bundle
-    from .errors import BundleError
+    from .api import merge as run_merge
 
     try:
-        try:
-            data = json.loads(result.read_text())
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"{result}: not a readable device result JSON ({exc})") from None
-        manifest = merge_into_bundle(bundle, data)
+        manifest = run_merge(bundle, result)
     except EdgepackError as exc:
         _fail(exc)
-    out.print(f"merged into {bundle}/manifest.json and report.md: {manifest['status']}", highlight=False)
-    raise typer.Exit(0 if manifest["gates_passed"] else 1)
+    out.print(f"merged into {bundle}/manifest.json and report.md: {manifest.status}", highlight=False)
+    for f in manifest.failures:
+        sys.stderr.write(f"failed: {f.text()}\n")
+    raise typer.Exit(0 if manifest.gates_passed else 1)
 
 
 @app.command("targets")
-def list_targets(targets_dir: Optional[list[Path]] = typer.Option(None, "--targets-dir")):
+def list_targets(targets_dir: Optional[list[Path]] = typer.Option(None, "--targets-dir",
+                                                                   help="also read profiles from this folder")):
     """List the target profiles edgepack knows."""
     from .targets import load_targets
 
@@ -278,37 +380,62 @@ def list_targets(targets_dir: Optional[list[Path]] = typer.Option(None, "--targe
         profiles = load_targets(targets_dir)
     except EdgepackError as exc:
         _fail(exc)
-    table = Table()
-    for col in ("name", "cpu", "threads", "artifacts", "int8 reduce_range", "description"):
-        table.add_column(col, no_wrap=col in ("name", "threads"), overflow="fold")
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    table.add_column("name", no_wrap=True)
+    table.add_column("cpu", no_wrap=True)
+    table.add_column("thr", justify="right", no_wrap=True)
+    table.add_column("weights", no_wrap=True)
+    table.add_column("artifacts", no_wrap=True)
     for name, p in sorted(profiles.items()):
-        table.add_row(name, f"{p.cpu.model} ({p.cpu.arch})", str(p.threads), ", ".join(p.artifacts),
-                      str(p.resolved_reduce_range()), p.description)
+        bits = "7-bit" if p.resolved_reduce_range() else "8-bit"
+        table.add_row(name, f"{p.cpu.model} ({p.cpu.arch})", str(p.threads), bits, "\n".join(p.artifacts))
+        table.add_section()
     out.print(table)
+    for name, p in sorted(profiles.items()):
+        out.print(f"[bold]{escape(name)}[/]: {escape(p.description)}", highlight=False)
+    out.print("[dim]thr: threads; weights: int8 weight bits (7-bit is reduce_range, for x86 int8 kernels "
+              "without VNNI, which can saturate).[/]")
 
 
 @app.command()
-def inspect(artifact: Path, as_json: bool = typer.Option(False, "--json")):
+def inspect(artifact: Path = typer.Argument(..., help="an .onnx, .ort or .tflite file"),
+            as_json: bool = typer.Option(False, "--json", help="print everything as JSON")):
     """Show an artifact's inputs/outputs, operator counts, size and quantisation."""
-    from .inspect import inspect_artifact
+    from .api import inspect as run_inspect
 
     try:
-        info = inspect_artifact(artifact)
+        info = run_inspect(artifact)
     except EdgepackError as exc:
         _fail(exc)
     if as_json:
-        out.print_json(json.dumps(info))
+        out.print_json(info.model_dump_json())
         return
-    out.print(f"[bold]{info['path']}[/]  {info['format']}, {info['size_bytes']:,} bytes", highlight=False)
+    out.print(f"[bold]{escape(info.path)}[/]", highlight=False, soft_wrap=True)
+    out.print(f"{info.format}; {info.size_bytes:,} bytes, of which weights {info.weight_bytes:,}", highlight=False)
+    out.print(f"quantisation: {info.quantization}", highlight=False)
+    io = Table(box=box.SIMPLE_HEAD, padding=(0, 1), title="inputs and outputs", title_justify="left")
+    for col in ("", "name", "shape", "dtype", "scale", "zero point"):
+        io.add_column(col, overflow="fold")
     for role in ("inputs", "outputs"):
-        for t in info[role]:
-            extra = f" scale={t['scale']} zero_point={t['zero_point']}" if t.get("scale") else ""
-            out.print(f"  {role[:-1]:6} {t['name']}: {t['shape']} {t['dtype']}{extra}", highlight=False)
-    out.print(f"  quantisation: {info['quantization']}", highlight=False)
-    out.print(f"  weight tensor types: {info['weight_dtypes']}; weight bytes: {info['weight_bytes']:,}", highlight=False)
-    if "tensor_dtypes" in info:
-        out.print(f"  all tensor types: {info['tensor_dtypes']}", highlight=False)
-    out.print("  operators: " + ", ".join(f"{k}×{v}" for k, v in info["op_counts"].items()), highlight=False)
+        for t in getattr(info, role):
+            scale = t.get("scale")
+            io.add_row(role[:-1], t["name"], str(t["shape"]), t["dtype"], "" if scale is None else f"{scale:.6g}",
+                       "" if t.get("zero_point") is None else str(t["zero_point"]))
+    out.print(io)
+    types = Table(box=box.SIMPLE_HEAD, padding=(0, 1), title="tensor types", title_justify="left")
+    types.add_column("kind")
+    types.add_column("counts by dtype")
+    types.add_row("weights", ", ".join(f"{k} {v}" for k, v in info.weight_dtypes.items()) or "none")
+    if info.tensor_dtypes:
+        types.add_row("activations", ", ".join(f"{k} {v}" for k, v in info.tensor_dtypes["activations"].items()))
+    out.print(types)
+    ops = Table(box=box.SIMPLE_HEAD, padding=(0, 1), title=f"operators ({sum(info.op_counts.values())})",
+                title_justify="left")
+    ops.add_column("operator", no_wrap=True)
+    ops.add_column("count", justify="right")
+    for k, v in sorted(info.op_counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        ops.add_row(k, str(v))
+    out.print(ops)
 
 
 def main() -> None:

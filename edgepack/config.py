@@ -1,23 +1,83 @@
 """The build configuration: one TOML file (or CLI flags) describing a whole release.
 
 Relative paths in a config file are resolved against the file's directory, so a config
-can live next to its model and data.
+can live next to its model and data. The config remembers that directory (`base_dir`; the
+current directory for flags and dicts): its identity (`config_hash`) and the form the
+manifest records (`portable_dump`) write every path relative to it, so the same project
+built from two checkouts at different places has the same hash.
+
+Mistakes are reported all at once, in the words the user wrote them in: config-file
+problems name the file and the key in TOML words (`edgepack.toml: [tflite] io_type: ...`),
+command-line problems name the flag (`--tflite-io: ...`). How problems are worded, and the
+names the config accepts, are in `wording.py` (re-exported here). Checks that need files or
+other modules (targets exist, data files and keys) are in `checks.py`; the model's inputs
+are checked by `preflight.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-import tomllib
-from pathlib import Path
-from typing import Literal
+from collections.abc import Iterable
+from pathlib import Path, PurePath
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+import tomllib
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
+from .wording import (
+    CALIBRATION_METHODS,
+    DISTILL_MODES,
+    FLAGS,
+    PRUNE_CRITERIA,
+    PRUNE_GRANULARITIES,
+    TFLITE_IO_TYPES,
+    TFLITE_LAYOUTS,
+    ConfigProblems,
+    Problem,
+    ProblemWords,
+    Style,
+    _given,
+    as_written,
+    did_you_mean,
+    not_one_of,
+    unknown_name,
+)
+
+__all__ = [
+    # the schema
+    "BuildConfig", "ModelSection", "Preprocess", "DataSection", "VerifySection", "GateOverrides",
+    "QuantOverrides", "TfliteOverrides", "PruneSection", "DistillSection", "LowRankSection",
+    "CompressSection",
+    # reading a config
+    "load_config", "config_from_dict",
+    # from wording.py, importable from here as before
+    "CALIBRATION_METHODS", "PRUNE_CRITERIA", "PRUNE_GRANULARITIES", "DISTILL_MODES", "TFLITE_IO_TYPES",
+    "TFLITE_LAYOUTS", "FLAGS", "Style", "Problem", "ConfigProblems", "ProblemWords", "did_you_mean",
+    "not_one_of", "unknown_name", "as_written",
+]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _style(info: ValidationInfo | None) -> str:
+    return (info.context or {}).get("style", "api") if info is not None else "api"
+
+
+# ---------------------------------------------------------------------------------------
+# The schema
 
 
 class _Strict(BaseModel):
@@ -34,15 +94,28 @@ class ModelSection(_Strict):
     opset: int = Field(18, ge=17)
     input_layout: Literal["NCHW", "NHWC", "NC", "other"] = "NCHW"
 
+    @field_validator("torch")
+    @classmethod
+    def _factory_form(cls, v: str | None) -> str | None:
+        if v is not None and ":" not in v:
+            raise ValueError(f"{v!r} is not 'path/to/file.py:factory'")
+        return v
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and (not v or any(d <= 0 for d in v)):
+            raise ValueError(f"{list(v)}: dimensions must be positive integers")
+        return v
+
     @model_validator(mode="after")
-    def _one_source(self):
+    def _one_source(self, info: ValidationInfo):
         given = [k for k in ("onnx", "torch", "pt2") if getattr(self, k) is not None]
         if len(given) != 1:
+            if _style(info) == "flags":
+                got = ", ".join(f"--{k}" for k in given) or "none"
+                raise ValueError(f"give exactly one of --onnx, --torch, --pt2 (got {got})")
             raise ValueError(f"exactly one of onnx, torch, pt2 must be set (got {given or 'none'})")
-        if self.torch is not None and ":" not in self.torch:
-            raise ValueError("torch must be 'path/to/file.py:factory'")
-        if self.input_shape is not None and any(d <= 0 for d in self.input_shape):
-            raise ValueError("input_shape dimensions must be positive")
         return self
 
 
@@ -84,7 +157,10 @@ class GateOverrides(_Strict):
 
 
 class QuantOverrides(_Strict):
-    calibration_method: str | None = None
+    # A plain string: the name is checked (with "did you mean") by preflight against
+    # CALIBRATION_METHODS, together with every other problem; quantize.resolve_settings
+    # checks it again for callers that skip preflight.
+    calibration_method: str | None = Field(None, description=" | ".join(CALIBRATION_METHODS))
     percentile: float | None = Field(None, gt=0, le=100)
     per_channel: bool | None = None
     reduce_range: bool | Literal["auto"] | None = None
@@ -92,14 +168,8 @@ class QuantOverrides(_Strict):
 
 
 class TfliteOverrides(_Strict):
-    io_type: Literal["float32", "int8", "uint8"] | None = Field(None, description="full-int8 model I/O type")
-    layout: Literal["NHWC", "NCHW"] | None = Field(None, description="TFLite model I/O layout for 4-D tensors")
-
-
-# Importance criteria by name; edgepack.compress.importance.CRITERIA implements each one
-# (kept as plain names here so reading a config never imports torch).
-PRUNE_CRITERIA = ("l1", "l2", "bn_scale", "taylor", "random")
-PRUNE_GRANULARITIES = ("filter", "fine", "vector", "kernel")
+    io_type: Literal[TFLITE_IO_TYPES] | None = Field(None, description="full-int8 model I/O type")
+    layout: Literal[TFLITE_LAYOUTS] | None = Field(None, description="TFLite model I/O layout for 4-D tensors")
 
 
 class PruneSection(_Strict):
@@ -109,12 +179,14 @@ class PruneSection(_Strict):
 
     ratio: float = Field(gt=0, lt=1, description="fraction of channels (filter) or weights/vectors/kernels to remove")
     criterion: str = Field("l2", description=f"importance criterion: {' | '.join(PRUNE_CRITERIA)}")
-    granularity: Literal["filter", "fine", "vector", "kernel"] = "filter"
+    granularity: Literal[PRUNE_GRANULARITIES] = "filter"
     global_pruning: bool = Field(False, alias="global", description="rank all layers together instead of each alone")
     per_layer: dict[str, float] = Field({}, description="module name -> ratio, overriding `ratio` there")
     ignore: list[str] = Field([], description="module names left untouched (with their sub-modules)")
-    round_to: int | None = Field(None, ge=1, description="kept widths are rounded to the nearest multiple of this; default: the first target's round_to")
-    steps: int = Field(1, ge=1, le=100, description="iterative pruning steps (distillation epochs are spread over them)")
+    round_to: int | None = Field(None, ge=1, description="kept widths are rounded to the nearest multiple of this; "
+                                                      "default: the first target's round_to")
+    steps: int = Field(1, ge=1, le=100,
+                       description="iterative pruning steps (distillation epochs are spread over them)")
     recalibrate_bn: bool = Field(True, description="re-estimate BatchNorm statistics on calibration data after pruning")
     random_trials: int = Field(3, ge=1, le=20, description="random-importance prunings the criterion is compared with")
     importance_samples: int = Field(256, ge=1, description="calibration samples for gradient-based criteria (taylor)")
@@ -123,7 +195,7 @@ class PruneSection(_Strict):
     @classmethod
     def _known_criterion(cls, v: str) -> str:
         if v not in PRUNE_CRITERIA:
-            raise ValueError(f"unknown criterion {v!r}; expected one of: {', '.join(PRUNE_CRITERIA)}")
+            raise ValueError(unknown_name("criterion", v, PRUNE_CRITERIA))
         return v
 
     @field_validator("per_layer")
@@ -131,13 +203,13 @@ class PruneSection(_Strict):
     def _ratios_in_range(cls, v: dict[str, float]) -> dict[str, float]:
         for name, r in v.items():
             if not 0 <= r < 1:
-                raise ValueError(f"ratio for {name!r} is {r}; expected 0 <= ratio < 1")
+                raise ValueError(f"ratio for {name!r} is {r}, expected 0 <= ratio < 1")
         return v
 
     @model_validator(mode="after")
     def _criterion_fits_granularity(self):
         if self.criterion == "bn_scale" and self.granularity != "filter":
-            raise ValueError(f"criterion 'bn_scale' scores whole channels; granularity {self.granularity!r} "
+            raise ValueError(f"criterion 'bn_scale' scores whole channels, so granularity {self.granularity!r} "
                              "needs l1, l2, taylor or random")
         return self
 
@@ -148,13 +220,17 @@ class DistillSection(_Strict):
     epochs: int = Field(8, ge=1, le=1000)
     lr: float = Field(1e-3, gt=0, le=1)
     temperature: float = Field(4.0, gt=0, le=100)
-    alpha: float = Field(0.5, ge=0, le=1, description="strong mode: weight of the soft loss; 1 - alpha weighs the label loss")
-    mode: Literal["weak", "strong"] = Field("weak", description="weak: soft outputs only, no labels; strong: + labels + features")
+    alpha: float = Field(0.5, ge=0, le=1,
+                         description="strong mode: weight of the soft loss; 1 - alpha weighs the label loss")
+    mode: Literal[DISTILL_MODES] = Field("weak",
+                                         description="weak: soft outputs only, no labels; strong: + labels + features")
     feature_weight: float = Field(1.0, ge=0, description="strong mode: weight of intermediate feature matching")
-    feature_layers: list[str] = Field([], description="module names whose outputs are matched; default: one per resolution")
+    feature_layers: list[str] = Field([], description="module names whose outputs are matched; "
+                                                      "default: one per resolution")
     batch_size: int = Field(64, ge=2)
     weight_decay: float = Field(0.0, ge=0)
-    data: str | None = Field(None, description="training data (.npy/.npz/folder/file.py:fn); default: the calibration data")
+    data: str | None = Field(None, description="training data (.npy/.npz/folder/file.py:fn); "
+                                               "default: the calibration data")
     samples: int | None = Field(None, ge=2, description="use at most this many training samples")
 
 
@@ -188,8 +264,10 @@ class CompressSection(_Strict):
         return self.prune is not None or self.lowrank is not None
 
     @model_validator(mode="after")
-    def _distill_needs_a_change(self):
+    def _distill_needs_a_change(self, info: ValidationInfo):
         if self.distill is not None and not self.enabled:
+            if _style(info) == "flags":
+                raise ValueError("distillation needs a compression to recover from: add --prune or --lowrank-energy")
             raise ValueError("distill needs a compression to recover from: add [compress.prune] or [compress.lowrank]")
         return self
 
@@ -208,11 +286,17 @@ class BuildConfig(_Strict):
     verify: VerifySection = VerifySection()
     compress: CompressSection = CompressSection()
 
+    # Where relative paths were resolved against, and how problems are worded (set by
+    # load_config / config_from_dict; a BuildConfig made directly uses the current folder).
+    _base_dir: Path | None = PrivateAttr(None)
+    _words: ProblemWords | None = PrivateAttr(None)
+    _preflighted: Any = PrivateAttr(None)  # preflight's record of what it checked
+
     @field_validator("name", "version")
     @classmethod
     def _safe_name(cls, v: str) -> str:
         if not _NAME_RE.match(v):
-            raise ValueError("must be letters, digits, '.', '_' or '-' (it becomes a folder name)")
+            raise ValueError(f"{v!r} must be letters, digits, '.', '_' or '-' (it becomes a folder name)")
         return v
 
     @field_validator("compress")
@@ -221,24 +305,97 @@ class BuildConfig(_Strict):
         model = info.data.get("model")  # validated before `compress` (field order)
         if v.enabled and model is not None and model.torch is None:
             kind = "an ONNX file" if model.onnx is not None else "a .pt2 program (a frozen graph)"
-            raise ValueError(f"compression needs a PyTorch factory ([model] torch = 'file.py:factory'); "
-                             f"the model is {kind}")
+            where = "--torch file.py:factory" if _style(info) == "flags" else "[model] torch = 'file.py:factory'"
+            raise ValueError(f"compression needs a PyTorch factory ({where}), but the model is {kind}")
         return v
 
+    def model_post_init(self, context: Any) -> None:
+        if self._base_dir is None:
+            self._base_dir = Path.cwd()
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths were resolved against: the config file's folder, or the
+        current folder when the config came from flags or a dict."""
+        return self._base_dir if self._base_dir is not None else Path.cwd()
+
+    @property
+    def words(self) -> ProblemWords:
+        """How problems with this config are worded (file and TOML keys, or flags)."""
+        return self._words if self._words is not None else ProblemWords("config", "api", model=BuildConfig)
+
+    def portable_path(self, value: str | os.PathLike) -> str:
+        """A path (or `file.py:function` entry point) as recorded, in posix form: relative to
+        `base_dir` when it lies inside it or was written relative to it (`../data/x.npz` stays
+        so), otherwise as written (an absolute path the user gave); module entry points as given."""
+        return _portable(str(value), self.base_dir)
+
+    def portable_dump(self) -> dict:
+        """The config as a manifest records it: `model_dump(mode="json")` with every path
+        relative to `base_dir` (see `portable_path`), and without `out`, which says where the
+        bundle goes, not what it is. No absolute path of the build machine is in it."""
+        d = self.model_dump(mode="json")
+        del d["out"]
+        m = d["model"]
+        for k in ("onnx", "torch", "pt2"):
+            if m.get(k) is not None:
+                m[k] = self.portable_path(m[k])
+        for k in ("calibration", "evaluation"):
+            if d["data"].get(k) is not None:
+                d["data"][k] = self.portable_path(d["data"][k])
+        distill = d["compress"].get("distill")
+        if distill and distill.get("data") is not None:
+            distill["data"] = self.portable_path(distill["data"])
+        d["targets"] = [self.portable_path(t) if t.endswith(".toml") else t for t in d["targets"]]
+        d["targets_dirs"] = [self.portable_path(p) for p in d["targets_dirs"]]
+        return d
+
     def config_hash(self) -> str:
-        """sha256 of the canonical JSON form; recorded in the manifest."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """sha256 of the canonical JSON of `portable_dump()`: the same for the same project
+        wherever it is checked out, and whatever `out` is."""
+        blob = json.dumps(self.portable_dump(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------
+# Paths
+
+
+def _entry_split(value: str) -> tuple[str, str] | None:
+    """(path, ":function") for a path or `file.py:function`; None for `module:function`."""
+    head, sep, func = value.rpartition(":")
+    if sep and not head.endswith(".py"):
+        return None
+    return (head, f":{func}") if sep else (value, "")
+
+
+def _portable(value: str, base: Path) -> str:
+    """`value` as written relative to `base` (see `BuildConfig.portable_path`)."""
+    split = _entry_split(value)
+    if split is None:
+        return value
+    path, suffix = split
+    p = Path(as_written(path, base)).expanduser()  # undo _resolve_paths: "../data/x.npz" stays so
+    if p.is_absolute():
+        for where, folder in ((os.path.normpath(p), os.path.normpath(base)),
+                              (os.path.realpath(p), os.path.realpath(base))):
+            try:
+                rel = os.path.relpath(where, folder)
+            except ValueError:  # another drive (Windows)
+                continue
+            if rel != ".." and not rel.startswith(".." + os.sep):
+                return PurePath(rel).as_posix() + suffix
+    return PurePath(os.path.normpath(p)).as_posix() + suffix
 
 
 def _resolve_paths(data: dict, base: Path) -> dict:
     """Make file paths in a config relative to the config's own directory."""
 
     def fix(value: str) -> str:
-        head, sep, func = value.rpartition(":")
-        if sep and not head.endswith(".py"):
+        split = _entry_split(value)
+        if split is None:
             return value  # a module entry point "package.module:function"
-        path, suffix = (head, f":{func}") if sep else (value, "")
+        path, suffix = split
         p = Path(path).expanduser()
         return f"{p if p.is_absolute() else base / p}{suffix}"
 
@@ -264,6 +421,10 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     return data
 
 
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
 def load_config(path: Path | str) -> BuildConfig:
     path = Path(path)
     try:
@@ -276,14 +437,38 @@ def load_config(path: Path | str) -> BuildConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return config_from_dict(_resolve_paths(data, path.resolve().parent), source=str(path))
+    base = path.resolve().parent
+    return config_from_dict(_resolve_paths(data, base), source=str(path), style="file", base_dir=base)
 
 
-def config_from_dict(data: dict, source: str = "config") -> BuildConfig:
+def config_from_dict(data: dict, source: str = "config", *, style: Style | None = None,
+                     base_dir: Path | str | None = None, problems: Iterable[Problem] = ()) -> BuildConfig:
+    """Validate a config dict; raise one `ConfigError` naming every problem.
+
+    `style` is how problems are worded: "file" (TOML words, `source` is the file), "flags"
+    (`edgepack build` flags; the default when `source == "command line"`) or "api" (dotted
+    field names; the default otherwise). `base_dir` is what relative paths are relative to
+    (default: the current folder). `problems` are ones the caller found already (e.g. a flag
+    that did not parse); they are reported first, with the rest.
+
+    When the config is refused, the cheap checks of `preflight` that need no valid config
+    (targets exist, data files and keys exist, ...) run too, so one message says everything.
+    """
+    style = style or ("flags" if source == "command line" else "api")
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    words = ProblemWords(None if style == "flags" else source, style, _given(data), model=BuildConfig)
+    extra = list(problems)
     try:
-        return BuildConfig.model_validate(data)
+        cfg = BuildConfig.model_validate(data, context={"style": style})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: field '{loc}': {msg}") from None
+        found = words.from_validation(exc)
+    else:
+        cfg._base_dir, cfg._words = base, words
+        if not extra:
+            return cfg
+        found = []
+    from .checks import raw_problems  # lazily: checks imports targets, which a valid config never needs
+
+    found += raw_problems(data, flags=style == "flags", shown_base=base if style == "file" else None)
+    shadowed = {loc for loc, _ in extra}
+    raise words.error(extra + [(loc, m) for loc, m in found if loc not in shadowed])

@@ -1,4 +1,4 @@
-"""report.md: a human-readable view of the manifest. Every number in it comes from there."""
+"""report.md: a human-readable view of a `Manifest`. Every number in it comes from there."""
 
 from __future__ import annotations
 
@@ -17,78 +17,105 @@ def _kb(n):
     return f"{n / 1024:.1f} KiB"
 
 
-def render_report(m: dict) -> str:
-    host = m["host"]
-    ev = m["data"]["evaluation"]
-    labelled = ev["labelled"]
+def render_report(manifest) -> str:
+    """report.md for a `Manifest`."""
+    m = manifest
+    host = m.host
+    ev = m.data.evaluation
+    labelled = ev.labelled
+    exact_runs = [d for d in m.device_results if d.device_exact]
     lines = [
-        f"# {m['name']} {m['version']} — {'PASSED' if m['gates_passed'] else 'FAILED'}",
+        f"# {m.name} {m.version} — {'PASSED' if m.gates_passed else 'FAILED'}",
         "",
-        f"Built {m['created_utc']} by edgepack {m['tools']['edgepack']} (onnxruntime {m['tools']['onnxruntime']}, "
-        f"onnx {m['tools']['onnx']}). Config hash `{m['config_hash'][:16]}`.",
+        f"Built {m.created_utc} by edgepack {m.tools['edgepack']} (onnxruntime {m.tools.get('onnxruntime')}, "
+        f"onnx {m.tools.get('onnx')}). Config hash `{m.config_hash[:16]}`.",
         "",
-        f"Source: {m['source']['kind']} `{m['source']['path']}`; input "
-        + ", ".join(f"`{i['name']}` {i['shape']} {i['dtype']} {i['layout']}" for i in m["model"]["inputs"])
-        + f"; {m['model']['parameters']:,} parameters.",
+        f"Source: {m.source.kind} `{m.source.path}`"
+        + (f" (sha256 `{m.source.sha256[:16]}…`)" if m.source.sha256 else "") + "; input "
+        + ", ".join(f"`{i.name}` {i.shape} {i.dtype} {i.layout}" for i in m.model.inputs)
+        + f"; {m.model.parameters:,} parameters.",
         "",
-        f"Calibration: {m['data']['calibration']['samples']} samples from `{m['data']['calibration']['source']}`. "
-        f"Evaluation: {ev['samples']} samples, {ev['note']}.",
+        f"Calibration: {m.data.calibration.samples} samples from `{m.data.calibration.source}`. "
+        f"Evaluation: {ev.samples} samples, {ev.note}.",
         "",
         "## Whose numbers these are",
         "",
-        f"- **host**: the artifact file run by this machine's runtime ({host['cpu']}, {host['arch']}, "
-        f"ISA {', '.join(host['isa']) or 'unknown'}). These are the device's numbers only if the device runs the same kernels.",
+        f"- **host**: the artifact file run by this machine's runtime ({host.cpu}, {host.arch}, "
+        f"ISA {', '.join(host.isa) or 'unknown'}). These are the device's numbers only if the device "
+        "runs the same kernels.",
         "- **reference**: the artifact's int8 QDQ graph executed op by op without graph optimisation "
         "(dequantise → float op → requantise): the quantised model's device-independent numerics, "
         "free of any CPU's fused-kernel shortcuts.",
         "- **device-exact**: the device's own runtime build on the device's CPU — "
-        + ("; ".join(f"{d['where']}" + (f" ({d['emulation'].get('requirements')})" if d.get("emulation") else "")
-                     for d in m.get("device_results", []) if d.get("device_exact")) or "not measured for this bundle")
+        + ("; ".join(d.where + (f" ({d.emulation.get('requirements')})" if d.emulation else "") for d in exact_runs)
+           or "not measured for this bundle")
         + ". When present, accuracy gates read these numbers. Emulated runs give exact numerics, never latency.",
         "- **latency** is always measured on this host with the profile's threads capped at the host's "
-        f"{host['cores']} usable cores; for a target of another ISA it is *not* the device's latency and latency gates are not judged.",
+        f"{host.cores} usable cores; for a target of another ISA it is *not* the device's latency and latency gates "
+        "are not judged.",
         "",
         "## Float baseline",
         "",
     ]
-    b = m["baseline"]["metrics"]
+    b = m.baseline.metrics
     lines.append(
-        f"`{m['baseline']['path']}` ({_kb(m['baseline']['size_bytes'])}): "
-        + (f"top-1 {_f(b.get('top1'))} %, top-5 {_f(b.get('top5'))} %" if labelled else "no labels: artifacts are compared by SQNR and agreement")
-        + f" on {b['samples']} samples."
+        f"`{m.baseline.path}` ({_kb(m.baseline.size_bytes)}): "
+        + (f"top-1 {_f(b.top1)} %, top-5 {_f(b.top5)} %" if labelled
+           else "no labels: artifacts are compared by SQNR and agreement")
+        + f" on {b.samples} samples."
     )
     lines += _compression_section(m)
-    for tname, t in m["targets"].items():
-        prof = t["profile"]
-        lines += ["", f"## Target `{tname}` — {prof['description']}", "",
-                  f"CPU {prof['cpu']['model']} ({prof['cpu']['arch']}), {t['threads']} threads; "
-                  f"{'PASSED' if t['passed'] else 'FAILED'}.", ""]
-        qs = t.get("quantization_settings")
-        if qs:
-            lines += [f"int8 settings: QDQ, per-channel={qs['per_channel']}, activations {qs['activation_type']}, "
-                      f"weights {qs['weight_type']}, calibration {qs['calibration_method']}, reduce_range={qs['reduce_range']}.", ""]
-        head = "| artifact | size | vs float (file / weights) | numerics | " + ("top-1 % | drop | " if labelled else "") + \
-               "agree % | SQNR dB | latency p50 / p90 / p99 ms | gates |"
-        lines += [head, "|" + "---|" * (head.count("|") - 1)]
-        for a in t["artifacts"]:
-            mt = a["metrics"]
-            lat, where = (mt["device_latency"], "device") if mt.get("device_latency") else (mt["latency"], "host")
-            lat_s = f"{_f(lat['p50_ms'])} / {_f(lat['p90_ms'])} / {_f(lat['p99_ms'])} ({where}, {lat['threads']} thr)"
-            gates = "; ".join(f"{'✅' if v['passed'] else ('❌' if v['passed'] is False else '—')} {v['gate']} {_f(v['value'], 3)}"
-                              f" (≤/≥ {v['threshold']})" for v in mt["gates"]) or "none"
-            for i, (kind, nm) in enumerate(mt["numerics"].items()):
-                used = " (gated)" if kind == mt["gate_numerics"] else ""
-                acc = (f"{_f(nm.get('top1'))} | {_f(b['top1'] - nm['top1'])} | " if labelled else "")
-                if i == 0:
-                    lines.append(f"| `{a['path']}` | {_kb(a['size_bytes'])} | {_f(a['size_ratio'], 3)}× / {_f(a.get('weight_ratio'), 3)}× | {kind}{used} | {acc}"
-                                 f"{_f(nm['top1_agreement'])} | {_f(nm['sqnr_db'], 1)} | {lat_s} | {gates} |")
-                else:
-                    lines.append(f"| | | | {kind}{used} | {acc}{_f(nm['top1_agreement'])} | {_f(nm['sqnr_db'], 1)} | | |")
-    if m["failures"]:
-        lines += ["", "## Failed gates", ""] + [f"- {f}" for f in m["failures"]]
+    for tname, t in m.targets.items():
+        lines += _target_section(tname, t, b, labelled)
+    if m.device_results:
+        lines += ["", "## Device runs", ""]
+        for d in m.device_results:
+            lines.append(f"- {d.merged_utc}: {d.where} — {'passed' if d.passed else 'FAILED'}"
+                         + (", device-exact numerics" if d.device_exact else ", numbers not device-exact"))
+            lines += [f"  - {p.where}: {p.reason}" for p in d.problems]
+    if m.failures:
+        lines += ["", "## Failures", ""] + [f"- {f.text()}" for f in m.failures]
     lines += ["", "Re-verify this bundle anywhere with `edgepack verify <bundle>` "
               "(or `python -m edgepack.device verify <bundle>` with only numpy and a runtime).", ""]
     return "\n".join(lines)
+
+
+def _gate_text(v) -> str:
+    mark = "✅" if v.passed else ("❌" if v.passed is False else "—")
+    bound = "≥" if v.direction == "higher" else "≤"
+    return f"{mark} {v.gate} {_f(v.value, 3)} ({bound} {v.threshold})"
+
+
+def _target_section(tname: str, t, b, labelled: bool) -> list[str]:
+    prof = t.profile
+    lines = ["", f"## Target `{tname}` — {prof.description}", "",
+             f"CPU {prof.cpu.model} ({prof.cpu.arch}), {t.threads} threads; {'PASSED' if t.passed else 'FAILED'}.", ""]
+    qs = t.quantization_settings
+    if qs:
+        lines += [f"int8 settings: QDQ, per-channel={qs['per_channel']}, activations {qs['activation_type']}, "
+                  f"weights {qs['weight_type']}, calibration {qs['calibration_method']}, "
+                  f"reduce_range={qs['reduce_range']}.", ""]
+    head = ("| artifact | size | vs float (file / weights) | numerics | " + ("top-1 % | drop | " if labelled else "")
+            + "agree % | SQNR dB | latency p50 / p90 / p99 ms | gates |")
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for a in t.artifacts:
+        mt = a.metrics
+        lat, where = (mt.device_latency, "device") if mt.device_latency else (mt.latency, "host")
+        lat_s = f"{_f(lat.p50_ms)} / {_f(lat.p90_ms)} / {_f(lat.p99_ms)} ({where}, {lat.threads} thr)"
+        gates = "; ".join(_gate_text(v) for v in mt.gates) or "none"
+        for i, (kind, nm) in enumerate(mt.numerics.items()):
+            used = " (gated)" if kind == mt.gate_numerics else ""
+            acc = f"{_f(nm.top1)} | {_f(b.top1 - nm.top1 if b.top1 is not None and nm.top1 is not None else None)} | " \
+                if labelled else ""
+            if i == 0:
+                lines.append(f"| `{a.path}` | {_kb(a.size_bytes)} | "
+                             f"{_f(a.size_ratio, 3)}× / {_f(a.weight_ratio, 3)}× | "
+                             f"{kind}{used} | {acc}{_f(nm.top1_agreement)} | {_f(nm.sqnr_db, 1)} | {lat_s} | {gates} |")
+            else:
+                lines.append(f"| | | | {kind}{used} | {acc}{_f(nm.top1_agreement)} | {_f(nm.sqnr_db, 1)} | | |")
+        for f in mt.device_failures:
+            lines.append(f"| | | | ❌ on {f.where} | " + ("| | " if labelled else "") + f"{f.reason} | | | |")
+    return lines
 
 
 def _bytes(n) -> str:
@@ -133,9 +160,9 @@ def _step_text(c: dict) -> list[str]:
     return out
 
 
-def _compression_section(m: dict) -> list[str]:
+def _compression_section(m) -> list[str]:
     """The compression table: float unpruned → float compressed → each artifact, all measured."""
-    c = m.get("compression")
+    c = m.compression
     if not c:
         return []
     labelled = c["evaluation"]["labelled"]
@@ -148,44 +175,49 @@ def _compression_section(m: dict) -> list[str]:
     head = (f"| model | parameters | MACs | file | zlib-compressed | zero weights | latency p50 ms (host) | {metric} |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     base_q = qv(un["metrics"])
-    lines.append(f"| float, unpruned | {_n(before['parameters'])} | {_n(before['macs'])} | {_bytes(un['size_bytes'])} | "
+    lines.append(f"| float, unpruned | {_n(before['parameters'])} | {_n(before['macs'])} | "
+                 f"{_bytes(un['size_bytes'])} | "
                  f"{_bytes(un['zlib_bytes'])} | {_f(100 * before['zero_fraction'], 1)} % | "
                  f"{_f(un['latency_p50_ms'], 3)} ({un['threads']} thr) | {_f(base_q)} |")
     q = qv(co["metrics"])
     lines.append(
-        f"| float, compressed | {_n(after['parameters'])}{_times(before['parameters'], after['parameters'], 'fewer', 'more')} | "
+        "| float, compressed | "
+        f"{_n(after['parameters'])}{_times(before['parameters'], after['parameters'], 'fewer', 'more')} | "
         f"{_n(after['macs'])}{_times(before['macs'], after['macs'], 'fewer', 'more')} | "
         f"{_bytes(co['size_bytes'])}{_times(un['size_bytes'], co['size_bytes'], 'smaller', 'larger')} | "
         f"{_bytes(co['zlib_bytes'])}{_times(un['zlib_bytes'], co['zlib_bytes'], 'smaller', 'larger')} | "
         f"{_f(100 * after['zero_fraction'], 1)} % | "
-        f"{_f(co['latency_p50_ms'], 3)} ({co['threads']} thr){_times(un['latency_p50_ms'], co['latency_p50_ms'], 'faster', 'slower')} | "
+        f"{_f(co['latency_p50_ms'], 3)} ({co['threads']} thr)"
+        f"{_times(un['latency_p50_ms'], co['latency_p50_ms'], 'faster', 'slower')} | "
         f"{_f(q)}" + (f" ({_f(q - base_q)})" if labelled and q is not None else "") + " |")
-    for tname, t in m["targets"].items():
-        for a in t["artifacts"]:
-            mt = a["metrics"]
-            nm = mt["numerics"][mt["gate_numerics"]]
-            lat = mt["latency"]
+    for tname, t in m.targets.items():
+        for a in t.artifacts:
+            mt = a.metrics
+            nm = mt.numerics[mt.gate_numerics]
+            lat = mt.latency
             if labelled:
-                acc = f"{_f(nm.get('top1'))} ({_f(nm['top1'] - base_q)}, {mt['gate_numerics']})"
+                acc = f"{_f(nm.top1)} ({_f(nm.top1 - base_q)}, {mt.gate_numerics})"
             else:  # artifacts are compared with the compressed float model
-                acc = f"{_f(nm['top1_agreement'])} with compressed ({mt['gate_numerics']})"
-            lines.append(f"| {tname} `{a['kind']}` | as compressed | as compressed | {_bytes(a['size_bytes'])} | – | – | "
-                         f"{_f(lat['p50_ms'], 3)} ({lat['threads']} thr) | {acc} |")
+                acc = f"{_f(nm.top1_agreement)} with compressed ({mt.gate_numerics})"
+            lines.append(f"| {tname} `{a.kind}` | as compressed | as compressed | {_bytes(a.size_bytes)} | – | – | "
+                         f"{_f(lat.p50_ms, 3)} ({lat.threads} thr) | {acc} |")
     lines += ["", "Parameters and MACs (conv and linear multiply-accumulates) are counted on the PyTorch module; "
               "file sizes are the cleaned float ONNX files; latencies are ONNX Runtime on this host for the float rows "
-              f"(median of {len(un['latency_rounds_p50_ms'])} interleaved rounds of {un.get('latency_runs_per_round', '?')} runs, "
+              f"(median of {len(un['latency_rounds_p50_ms'])} interleaved rounds of "
+              f"{un.get('latency_runs_per_round', '?')} runs, "
               "same threads) and each artifact's own runtime for the others; "
               f"accuracy is on the {c['evaluation']['samples']} evaluation samples."]
     p = c.get("prune")
     if p:
         if not p["speeds_up_dense_runtimes"]:
             lines += [""]
-            lines.append(f"**{p['granularity'].capitalize()}-grained pruning does not speed up dense runtimes**: ONNX Runtime "
-                         "and TFLite multiply zeros like any other weight, and the tensors keep their shapes. What it "
+            lines.append(f"**{p['granularity'].capitalize()}-grained pruning does not speed up dense runtimes**: "
+                         "ONNX Runtime and TFLite multiply zeros like any other weight, and the tensors keep "
+                         "their shapes. What it "
                          f"changes is the share of zero weights ({_f(100 * before['zero_fraction'], 1)} % → "
                          f"{_f(100 * after['zero_fraction'], 1)} %) and the compressed size of the file "
-                         f"({_bytes(un['zlib_bytes'])} → {_bytes(co['zlib_bytes'])} with zlib), which matters for downloads, "
-                         "or for a sparse kernel that this toolchain does not provide.")
+                         f"({_bytes(un['zlib_bytes'])} → {_bytes(co['zlib_bytes'])} with zlib), "
+                         "which matters for downloads, or for a sparse kernel that this toolchain does not provide.")
         rb = p.get("random_baseline")
         ap = p["after_pruning"]
         name = "top-1" if labelled else "agreement with the unpruned model"
@@ -198,7 +230,8 @@ def _compression_section(m: dict) -> list[str]:
                 verdict = "**does NOT beat random**"
             lines.append("")
             lines.append(f"Criterion check, right after pruning (BatchNorm statistics re-estimated, before any "
-                         f"fine-tuning), {name} in PyTorch: `{p['criterion']}` {_f(ap['value'])} % vs random importance "
+                         f"fine-tuning), {name} in PyTorch: `{p['criterion']}` "
+                         f"{_f(ap['value'])} % vs random importance "
                          f"{_f(rb['value'])} % (mean of {rb['trials']} seeded prunings at the same settings, "
                          f"range {_f(rb['min'])}–{_f(rb['max'])} %): the criterion {verdict}.")
         else:
@@ -214,7 +247,8 @@ def _compression_section(m: dict) -> list[str]:
     if d:
         losses = d["losses"]
         lines += ["", f"Distillation ({d['mode']}): {_f(d['before']['value'])} → {_f(d['after']['value'])} % "
-                     f"({'top-1' if labelled else 'agreement'}, PyTorch); loss {_f(losses[0], 4)} → {_f(losses[-1], 4)} "
+                     f"({'top-1' if labelled else 'agreement'}, PyTorch); "
+                     f"loss {_f(losses[0], 4)} → {_f(losses[-1], 4)} "
                      f"over {len(losses)} epochs; BatchNorm statistics re-estimated afterwards"
                      + (f"; features matched at {', '.join(f'`{n}`' for n in d['feature_layers'])}"
                         if d.get("feature_layers") else "") + "."]

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import platform
-import tomllib
 from pathlib import Path
 from typing import Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
+from .wording import ProblemWords, unknown_name
 
 ArtifactKind = Literal[
     "ort-float",
@@ -136,6 +137,7 @@ def _search_dirs(extra: list[Path] | None) -> list[Path]:
 
 
 def load_profile(path: Path) -> TargetProfile:
+    """One profile file; every problem in it is named at once, in TOML words."""
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
@@ -146,37 +148,52 @@ def load_profile(path: Path) -> TargetProfile:
     try:
         return TargetProfile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_first_error(exc)}") from None
+        words = ProblemWords(str(path), "file", model=TargetProfile)
+        raise words.error(words.from_validation(exc)) from None
 
 
-def load_targets(extra_dirs: list[Path] | None = None) -> dict[str, TargetProfile]:
-    """All profiles found, by name; earlier directories win over the built-in ones."""
+def load_targets(extra_dirs: list[Path] | None = None,
+                 errors: dict[str, ConfigError] | None = None) -> dict[str, TargetProfile]:
+    """All profiles found, by name; earlier directories win over the built-in ones.
+
+    A profile file that does not load raises, unless `errors` is given: then it is recorded
+    there under its name (file stem) and skipped, unless an earlier directory replaces it.
+    """
     found: dict[str, TargetProfile] = {}
     for d in reversed(_search_dirs(extra_dirs)):
         if d.is_dir():
             for p in sorted(d.glob("*.toml")):
-                profile = load_profile(p)
+                try:
+                    profile = load_profile(p)
+                except ConfigError as exc:
+                    if errors is None:
+                        raise
+                    found.pop(p.stem, None)
+                    errors[p.stem] = exc
+                    continue
+                if errors is not None:
+                    errors.pop(profile.name, None)
                 found[profile.name] = profile
     return found
 
 
+def unknown_target(spec: str, available) -> str:
+    """`unknown target 'rpi44' (did you mean 'rpi4'?)`"""
+    return unknown_name("target", spec, available, "or a path to a profile .toml")
+
+
 def resolve_target(spec: str, extra_dirs: list[Path] | None = None) -> TargetProfile:
-    """A profile by name, or from a path to a `.toml` file."""
+    """A profile by name, or from a path to a `.toml` file. Another profile file that does
+    not load is no obstacle to this one."""
     if spec.endswith(".toml"):
         path = Path(spec)
         if not path.is_file():
             raise ConfigError(f"target profile file {spec} does not exist")
         return load_profile(path)
-    available = load_targets(extra_dirs)
-    if spec not in available:
-        raise ConfigError(
-            f"unknown target {spec!r}; expected one of: {', '.join(sorted(available))} "
-            "(or a path to a profile .toml)"
-        )
-    return available[spec]
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    return f"field '{loc}': {err['msg']}"
+    errors: dict[str, ConfigError] = {}
+    available = load_targets(extra_dirs, errors)
+    if spec in available:
+        return available[spec]
+    if spec in errors:
+        raise errors[spec]
+    raise ConfigError(unknown_target(spec, available))

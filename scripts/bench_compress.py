@@ -46,8 +46,8 @@ def export_both(module, shape, out_dir: Path, stem: str) -> tuple[Path, Path]:
     """Cleaned float ONNX and float TFLite files of `module`, as the pipeline makes them."""
     import onnx
 
-    from edgepack.export import export_torch
-    from edgepack.graph import clean_float_graph, load_onnx
+    from edgepack.stages.export import export_torch
+    from edgepack.stages.graph import clean_float_graph, load_onnx
     from edgepack.tflite.convert import convert
 
     raw = export_torch(module, shape, out_dir / f"{stem}.raw.onnx")
@@ -62,8 +62,8 @@ def export_both(module, shape, out_dir: Path, stem: str) -> tuple[Path, Path]:
 
 def interleaved_p50(paths: list[Path], threads: int, rounds: int = 5, runs: int = 30, warmup: int = 10) -> list[float]:
     """Median over rounds of each file's p50, rounds interleaved A, B, C, A, B, C, …"""
-    from edgepack.metrics import measure_latency
-    from edgepack.runtimes import open_session
+    from edgepack.verification.metrics import measure_latency
+    from edgepack.verification.runtimes import open_session
 
     sessions = [open_session(p, threads) for p in paths]
     x = np.random.default_rng(0).standard_normal(tuple(sessions[0].inputs[0].shape)).astype(np.float32)
@@ -102,11 +102,11 @@ def wait_for_idle(max_wait_s: float, busy_cores: float = 0.2, sample_s: float = 
 
 def bench_architectures(args) -> list[dict]:
     import torch
-
     import zoo
-    from edgepack.compress import CompressionData, compress
-    from edgepack.compress.measure import count_macs, count_params
+
     from edgepack.config import CompressSection
+    from edgepack.stages.compress import CompressionData, compress
+    from edgepack.stages.compress.measure import count_macs, count_params
 
     torch.manual_seed(0)
     rows = []
@@ -137,7 +137,8 @@ def bench_architectures(args) -> list[dict]:
             rows.append(row)
             print(f"{arch:13s} {k:12s} params {row['params'] / 1e6:7.3f} M ({row['params_ratio']:.2f}x)  "
                   f"MACs {row['macs'] / 1e6:8.2f} M ({row['macs_ratio']:.2f}x)  "
-                  f"ORT {o:7.3f} ms ({row['ort_p50_ms_ratio']:.2f}x)  TFLite {t:7.3f} ms ({row['tflite_p50_ms_ratio']:.2f}x)"
+                  f"ORT {o:7.3f} ms ({row['ort_p50_ms_ratio']:.2f}x)  "
+                  f"TFLite {t:7.3f} ms ({row['tflite_p50_ms_ratio']:.2f}x)"
                   f"  [{args.threads} thr]", flush=True)
     return rows
 

@@ -119,7 +119,8 @@ def _group(name: str) -> str:
 def _timed_imports() -> float:
     t = time.perf_counter()
     for mod in ("torch", "onnx", "onnxruntime", "onnxruntime.quantization", "onnxruntime.tools.ort_format_model",
-                "torch.onnx", "onnxscript", "edgepack.export", "edgepack.quantize", "edgepack.emit.ort"):
+                "torch.onnx", "onnxscript", "edgepack.stages.export", "edgepack.stages.quantize",
+                "edgepack.stages.emit.ort"):
         importlib.import_module(mod)
     return time.perf_counter() - t
 
@@ -156,7 +157,6 @@ def build():
 def prepare_mobilenet_v2(work: Path, source: str, data_kind: str, calib_n: int, eval_n: int) -> tuple[dict, dict]:
     """Build the model and data files; returns (config dict, facts to print)."""
     import torch
-
     import zoo
 
     facts = {}
@@ -175,7 +175,7 @@ def prepare_mobilenet_v2(work: Path, source: str, data_kind: str, calib_n: int, 
 
     model_section: dict = {"input_shape": list(MBV2_SHAPE), "input_layout": "NCHW"}
     if source == "onnx":
-        from edgepack.export import export_torch  # the exporter edgepack itself uses for torch sources
+        from edgepack.stages.export import export_torch  # the exporter edgepack itself uses for torch sources
 
         t = time.perf_counter()
         export_torch(model, MBV2_SHAPE, work / "mobilenet_v2.onnx", opset=18)
@@ -293,7 +293,8 @@ def print_report(name, cfg, facts, timer: StageTimer, t0, t1, result) -> None:
             print(f"{tname:14s} {a['kind']:15s} {a['size_bytes'] / 1024:10.1f} {ratio:>10s} "
                   f"{mt['latency']['p50_ms']:8.3f} {mt['latency']['threads']:3d} {_fmt(num['host']['sqnr_db']):>9s} "
                   f"{ref:>8s} {top1:>6s}  [{mt['gate_numerics']}] {gates}")
-    print(f"host: {m['host']['cpu']} ({m['host']['arch']}, {m['host']['cores']} cores, isa {' '.join(m['host']['isa'])})")
+    print(f"host: {m['host']['cpu']} ({m['host']['arch']}, {m['host']['cores']} cores, "
+          f"isa {' '.join(m['host']['isa'])})")
     print(f"status: {m['status'].upper()}")
     for f in result.failures:
         print(f"  gate failed: {f}")

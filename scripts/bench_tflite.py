@@ -44,9 +44,9 @@ def edgepack_worker(onnx_path: str, calib_path: str, out_dir: str) -> None:
     """Runs in a subprocess: the whole edgepack path for TFLite fp32 + int8."""
     import onnx
 
-    from edgepack.data import Dataset
-    from edgepack.graph import clean_float_graph
-    from edgepack.quantize import QuantSettings, calibrate, ranges_by_name
+    from edgepack.stages.data import Dataset
+    from edgepack.stages.graph import clean_float_graph
+    from edgepack.stages.quantize import QuantSettings, calibrate, ranges_by_name
     from edgepack.tflite.convert import convert
     from edgepack.tflite.quantize import to_full_int8
 
@@ -103,7 +103,7 @@ def zoo_models(out: Path) -> list[Path]:
     import torch
     import zoo
 
-    from edgepack.export import export_torch
+    from edgepack.stages.export import export_torch
 
     paths = []
     for name in ("mobilenet_v2", "resnet18"):
@@ -156,12 +156,13 @@ def main() -> int:
                     np.random.default_rng(1).random((20, 128, 128, 3)).astype(np.float32))
             ones = json.dumps([[[[1.0] * shape[1]]]])
             zeros = json.dumps([[[[0.0] * shape[1]]]])
-            t_o2t, proc = timed([str(args.onnx2tf_python), "-m", "onnx2tf", "-i", str(model_path.resolve()), "-o", "out",
-                                 "-oiqt", "-cind", input_name, "calib_nhwc.npy", zeros, ones], cwd=o2t)
+            t_o2t, proc = timed([str(args.onnx2tf_python), "-m", "onnx2tf", "-i", str(model_path.resolve()),
+                                 "-o", "out", "-oiqt", "-cind", input_name, "calib_nhwc.npy", zeros, ones], cwd=o2t)
             f32 = next((o2t / "out").glob("*_float32.tflite"), None)
             i8 = next((o2t / "out").glob("*_full_integer_quant.tflite"), None)
             if proc.returncode or f32 is None or i8 is None:
-                print(f"{model_path.name}: onnx2tf failed (exit {proc.returncode}):\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+                print(f"{model_path.name}: onnx2tf failed (exit {proc.returncode}):\n"
+                      f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
             else:
                 row.update({"onnx2tf_s": t_o2t, "onnx2tf_float32_mb": f32.stat().st_size / 1e6,
                             "onnx2tf_int8_mb": i8.stat().st_size / 1e6})
@@ -176,11 +177,13 @@ def main() -> int:
           f"interleaved rounds of p50 over 20 runs, LiteRT default CPU path (XNNPACK), {args.threads} threads")
     for r in rows:
         print(f"\n{r['model']}")
-        print(f"  edgepack: {r['edgepack_s']:6.1f} s   fp32 {r['edgepack_float32_mb']:6.2f} MB {r['edgepack_float32_ms']:7.2f} ms"
-              f"   int8 {r['edgepack_int8_mb']:6.2f} MB {r['edgepack_int8_ms']:7.2f} ms")
+        print(f"  edgepack: {r['edgepack_s']:6.1f} s   fp32 {r['edgepack_float32_mb']:6.2f} MB "
+              f"{r['edgepack_float32_ms']:7.2f} ms   int8 {r['edgepack_int8_mb']:6.2f} MB "
+              f"{r['edgepack_int8_ms']:7.2f} ms")
         if "onnx2tf_s" in r:
-            print(f"  onnx2tf:  {r['onnx2tf_s']:6.1f} s   fp32 {r['onnx2tf_float32_mb']:6.2f} MB {r['onnx2tf_float32_ms']:7.2f} ms"
-                  f"   int8 {r['onnx2tf_int8_mb']:6.2f} MB {r['onnx2tf_int8_ms']:7.2f} ms")
+            print(f"  onnx2tf:  {r['onnx2tf_s']:6.1f} s   fp32 {r['onnx2tf_float32_mb']:6.2f} MB "
+                  f"{r['onnx2tf_float32_ms']:7.2f} ms   int8 {r['onnx2tf_int8_mb']:6.2f} MB "
+                  f"{r['onnx2tf_int8_ms']:7.2f} ms")
             print(f"  ratio edgepack/onnx2tf: time {r['edgepack_s'] / r['onnx2tf_s']:.3f}x, "
                   f"int8 latency {r['edgepack_int8_ms'] / r['onnx2tf_int8_ms']:.3f}x, "
                   f"fp32 latency {r['edgepack_float32_ms'] / r['onnx2tf_float32_ms']:.3f}x")

@@ -150,8 +150,10 @@ https://archive.ics.uci.edu/dataset/80 (CC BY 4.0).
 
 | split | samples | how |
 |-------|---------|-----|
-| train | {sizes['train']} | `train_test_split(x, y, test_size={N_HOLDOUT}, stratify=y, random_state={SEED})` -> train part |
-| calibration | {sizes['calib']} | holdout part, then `train_test_split(x_ho, y_ho, train_size={N_CALIB}, stratify=y_ho, random_state={SEED})` -> first part |
+| train | {sizes['train']} | \
+`train_test_split(x, y, test_size={N_HOLDOUT}, stratify=y, random_state={SEED})` -> train part |
+| calibration | {sizes['calib']} | holdout part, then \
+`train_test_split(x_ho, y_ho, train_size={N_CALIB}, stratify=y_ho, random_state={SEED})` -> first part |
 | eval | {sizes['eval']} | the remaining holdout samples (disjoint from calibration and train) |
 
 The training split is used only to train the model; it is not stored here.

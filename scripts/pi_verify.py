@@ -12,7 +12,7 @@ What it does, with plain `ssh` (BatchMode: key login must work without a prompt)
        cd REMOTE_DIR && PYTHONPATH="$PWD/src" PYTHON -m edgepack.device verify bundle --target T --json result.json
 3. Fetches result.json. The runner exits 1 when a check fails; its result is still fetched.
 4. Unless --no-merge, merges the result into the local bundle's manifest.json and report.md
-   (edgepack.device_results.merge_into_bundle). When the device has the profile's CPU
+   (edgepack.merge). When the device has the profile's CPU
    architecture and runs the runtime version the profile pins, its numbers are
    "device-exact": they become the numbers the accuracy gates read, and its latency (a real
    device, not an emulator) becomes the latency the latency gates read.
@@ -86,10 +86,12 @@ class Remote:
         except subprocess.TimeoutExpired:
             raise Failure(f"ssh {self.describe()}: the remote command did not finish within {timeout:.0f} s") from None
 
-    def run_with_tar(self, command: str, members: list[tuple[Path, str, object]], timeout: float) -> tuple[int, str, str]:
+    def run_with_tar(self, command: str, members: list[tuple[Path, str, object]],
+                     timeout: float) -> tuple[int, str, str]:
         """Run `command` with a tar stream of `members` (path, name in the archive, filter) on its stdin."""
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen([*self.base, "--", self.host, command], stdin=subprocess.PIPE, stdout=out, stderr=err)
+            proc = subprocess.Popen([*self.base, "--", self.host, command], stdin=subprocess.PIPE,
+                                    stdout=out, stderr=err)
             try:
                 with tarfile.open(fileobj=proc.stdin, mode="w|", dereference=True) as tar:
                     for path, name, filt in members:
@@ -148,7 +150,7 @@ def _summary(result: dict, profile: dict, host: str) -> list[str]:
     runner = result.get("runner", {})
     lines = [f"device {host}: {runner.get('cpu', '?')} ({runner.get('arch', '?')}), {runner.get('os', '?')}, "
              f"Python {runner.get('python', '?')}"]
-    lines += [f"FAIL {p}" for p in result.get("problems", [])]
+    lines += [f"FAIL {p['where']}: {p['reason']}" for p in result.get("problems", [])]
     not_exact = []
     for tname, t in result.get("targets", {}).items():
         for a in t["artifacts"]:
@@ -156,7 +158,7 @@ def _summary(result: dict, profile: dict, host: str) -> list[str]:
             if not m:
                 lines.append(f"FAIL {tname}/{a['kind']}: {a.get('error', 'not run')}")
                 continue
-            acc = f"top-1 {m['top1']:.2f} %, " if "top1" in m else ""
+            acc = f"top-1 {m['top1']:.2f} %, " if m.get("top1") is not None else ""
             lat = a.get("latency")
             lat_s = f", p50 {lat['p50_ms']:.3f} ms" if lat else ""
             lines.append(f"{'PASS' if a['passed'] else 'FAIL'} {tname}/{a['kind']}: {acc}SQNR {m['sqnr_db']:.1f} dB"
@@ -166,14 +168,16 @@ def _summary(result: dict, profile: dict, host: str) -> list[str]:
     if not_exact:
         pins = {k: v for k, v in (profile.get("device_runtime") or {}).items() if k != "python" and v}
         lines.append(f"note: not device-exact: {', '.join(not_exact)}; the profile expects "
-                     f"{profile['cpu']['arch']} with " + (", ".join(f"{k} {v}" for k, v in pins.items()) or "no pinned runtime"))
+                     f"{profile['cpu']['arch']} with "
+                     + (", ".join(f"{k} {v}" for k, v in pins.items()) or "no pinned runtime"))
     lines.append("device verification " + ("PASSED" if result.get("passed") else "FAILED"))
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Exit codes: 0 passed, 1 device verification failed, 2 usage/SSH/remote error.")
+                                     epilog="Exit codes: 0 passed, 1 device verification failed, "
+                                            "2 usage/SSH/remote error.")
     parser.add_argument("bundle", type=Path, help="a dist/<name>-<version> folder")
     parser.add_argument("--host", required=True, help="user@host of the device, e.g. pi@raspberrypi.local")
     parser.add_argument("--target", help="the bundle's target this device is (needed when the bundle has several)")
@@ -183,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra ssh -o option; repeatable")
     parser.add_argument("--remote-dir", default="/tmp/edgepack-verify", help="working folder on the device")
     parser.add_argument("--python", default="python3", help="the device's interpreter, e.g. ~/edgepack-venv/bin/python")
+    parser.add_argument("--artifacts", help="only these artifact kinds, comma-separated (e.g. ort-float,ort-int8 "
+                        "on a device that has onnxruntime but no TFLite runtime)")
     parser.add_argument("--runs", type=int, help="latency runs on the device (the runner's default: 50)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds the device run may take")
     parser.add_argument("--no-merge", action="store_true", help="do not change the local bundle")
@@ -202,8 +208,8 @@ def verify_on_device(args: argparse.Namespace) -> int:
     except ImportError:  # run from a checkout without `pip install -e .`
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         import edgepack
-    from edgepack.bundle import read_manifest
     from edgepack.errors import EdgepackError
+    from edgepack.verification.device import read_bundle_manifest as read_manifest
 
     bundle = args.bundle
     try:
@@ -212,7 +218,8 @@ def verify_on_device(args: argparse.Namespace) -> int:
         raise Failure(str(exc)) from None
     target = _choose_target(manifest, bundle, args.target)
     if shutil.which("ssh") is None:
-        raise Failure("ssh not found on this machine: install an OpenSSH client (Debian: apt-get install openssh-client)")
+        raise Failure("ssh not found on this machine: install an OpenSSH client "
+                      "(Debian: apt-get install openssh-client)")
     if args.identity and not Path(args.identity).expanduser().is_file():
         raise Failure(f"--identity {args.identity}: no such key file")
     for opt in args.ssh_option:
@@ -233,7 +240,8 @@ def verify_on_device(args: argparse.Namespace) -> int:
              f"{{ [ -e {MARKER} ] || [ -z \"$(ls -A)\" ] || {{ echo {refuse} >&2; exit 3; }}; }} && "
              f"touch {MARKER} && rm -rf bundle src result.json && tar -xmf -")
     print(f"copying {bundle} and edgepack ({package}) to {args.host}:{rdir}", flush=True)
-    rc, _, err = remote.run_with_tar(setup, [(bundle, "bundle", _clean_tarinfo), (package, "src/edgepack", _package_filter)],
+    rc, _, err = remote.run_with_tar(setup, [(bundle, "bundle", _clean_tarinfo),
+                                             (package, "src/edgepack", _package_filter)],
                                      SETUP_TIMEOUT)
     if rc != 0:
         if rc != 255:
@@ -252,21 +260,23 @@ def verify_on_device(args: argparse.Namespace) -> int:
     for line in _summary(result, manifest["targets"][target]["profile"], args.host):
         print(line)
     if not args.no_merge:
-        from edgepack.device_results import merge_into_bundle
+        from edgepack.api import merge
 
         try:
-            merged = merge_into_bundle(bundle, result)
+            merged = merge(bundle, result)
         except EdgepackError as exc:
             raise Failure(f"merging the device result into {bundle}: {exc}") from None
-        print(f"merged into {bundle / 'manifest.json'} and report.md: bundle status {merged['status']}")
+        print(f"merged into {bundle / 'manifest.json'} and report.md: bundle status {merged.status}")
     return 0 if result.get("passed") else 1
 
 
 def _run_and_fetch(remote: Remote, R: str, target: str, args: argparse.Namespace) -> dict:
     # 2. run the device runner
-    runs = f" --runs {int(args.runs)}" if args.runs else ""
+    extra = f" --runs {int(args.runs)}" if args.runs else ""
+    if args.artifacts:
+        extra += f" --artifacts {shlex.quote(args.artifacts)}"
     command = (f"cd {R} && PYTHONPATH=\"$PWD/src\" PYTHONDONTWRITEBYTECODE=1 {remote_path(args.python)} "
-               f"-m edgepack.device verify bundle --target {shlex.quote(target)} --json result.json{runs}")
+               f"-m edgepack.device verify bundle --target {shlex.quote(target)} --json result.json{extra}")
     print(f"running the device runner on {args.host} ({target})", flush=True)
     run = remote.run(command, args.timeout)
     if run.returncode == 127:
@@ -284,7 +294,7 @@ def _run_and_fetch(remote: Remote, R: str, target: str, args: argparse.Namespace
         result = json.loads(fetched.stdout)
     except ValueError as exc:
         raise Failure(f"{args.host}: result.json is not valid JSON ({exc})") from None
-    if not isinstance(result, dict) or result.get("schema") != "edgepack.device-result/1":
+    if not isinstance(result, dict) or result.get("schema") != "edgepack.device-result/2":
         raise Failure(f"{args.host}: result.json is not an edgepack device result")
     return result
 

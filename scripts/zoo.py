@@ -154,7 +154,8 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = ConvBNAct(cin, cout, 3, stride=stride)
         self.conv2 = ConvBNAct(cout, cout, 3, act=None)
-        self.shortcut = ConvBNAct(cin, cout, 1, stride=stride, act=None) if stride != 1 or cin != cout else nn.Identity()
+        self.shortcut = (ConvBNAct(cin, cout, 1, stride=stride, act=None) if stride != 1 or cin != cout
+                         else nn.Identity())
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,7 +230,7 @@ MODELS = {"mobilenet_v2": mobilenet_v2, "resnet18": resnet18, "residual_cnn": re
 
 # One definition of the counting conventions: edgepack's own (MACs of Conv2d and Linear,
 # output elements × in_channels/groups × kH × kW; biases, BN, activations not counted).
-from edgepack.compress.measure import count_macs, count_params  # noqa: E402
+from edgepack.stages.compress.measure import count_macs, count_params  # noqa: E402
 
 
 @torch.no_grad()

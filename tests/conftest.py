@@ -74,6 +74,12 @@ def load_manifest(bundle: Path) -> dict:
     return json.loads((bundle / "manifest.json").read_text())
 
 
+def failure_texts(manifest: dict) -> list[str]:
+    """The manifest's failures as "target/artifact: reason" lines (what the report lists)."""
+    return [f"{'/'.join(p for p in (f.get('target'), f.get('artifact')) if p) or 'bundle'}: {f['reason']}"
+            for f in manifest["failures"]]
+
+
 def artifact(manifest: dict, target: str, kind: str) -> dict:
     (a,) = [a for a in manifest["targets"][target]["artifacts"] if a["kind"] == kind]
     return a
@@ -183,7 +189,7 @@ def tiny_float_clean(tiny_model):
     """The tiny model after edgepack's cleaning, as an ONNX file."""
     import onnx
 
-    from edgepack.graph import clean_float_graph, load_onnx
+    from edgepack.stages.graph import clean_float_graph, load_onnx
 
     out = tiny_model.with_name("tiny.clean.onnx")
     onnx.save(clean_float_graph(load_onnx(tiny_model), str(tiny_model)), str(out))

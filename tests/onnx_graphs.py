@@ -64,7 +64,8 @@ class Graph:
         return self.op("Conv", *ins, group=group, kernel_shape=[kh, kw], **attributes)
 
     def model(self, *outputs: str, opset: int = 18) -> onnx.ModelProto:
-        g = helper.make_graph(self.nodes, "test", self.inputs, [helper.make_empty_tensor_value_info(o) for o in outputs],
+        g = helper.make_graph(self.nodes, "test", self.inputs,
+                              [helper.make_empty_tensor_value_info(o) for o in outputs],
                               initializer=self.inits)
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
         m.ir_version = 9

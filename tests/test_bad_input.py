@@ -3,10 +3,9 @@ traceback, and no bundle (finished or partial) left in the output folder."""
 
 from __future__ import annotations
 
+import models
 import numpy as np
 import pytest
-
-import models
 from conftest import cli, explain, write_toml
 
 
@@ -106,7 +105,7 @@ def test_unknown_target(tmp_path, tiny_model, tiny_calib):
 def test_unknown_calibration_method(tmp_path, tiny_model, tiny_calib):
     out = tmp_path / "out"
     proc = _build(tiny_model, tiny_calib, out, "--calibration-method", "wishful")
-    assert_clean_refusal(proc, out, "calibration_method", "wishful")
+    assert_clean_refusal(proc, out, "--calibration-method: 'wishful' is not one of minmax, percentile, entropy")
 
 
 def _config(tmp_path, body: str):
@@ -140,8 +139,8 @@ VALID = """
 
 
 @pytest.mark.parametrize("extra, field", [
-    ("calibration_samples = \"many\"", "data.calibration_samples"),
-    ("surprise = 1", "data.surprise"),
+    ("calibration_samples = \"many\"", "[data] calibration_samples: "),
+    ("surprise = 1", "[data] surprise: unknown key"),
 ], ids=["wrong-type", "unknown-field"])
 def test_config_wrong_type_or_unknown_field(tmp_path, tiny_model, tiny_calib, extra, field):
     cfg = _config(tmp_path, VALID.format(model=tiny_model, calib=tiny_calib) + f"    {extra}\n")
@@ -150,14 +149,15 @@ def test_config_wrong_type_or_unknown_field(tmp_path, tiny_model, tiny_calib, ex
 
 def test_config_unknown_top_level_field(tmp_path, tiny_model, tiny_calib):
     body = VALID.format(model=tiny_model, calib=tiny_calib).replace('out = "out"', 'out = "out"\n    outt = "typo"')
-    assert_clean_refusal(cli("build", _config(tmp_path, body)), tmp_path / "out", "bad_config.toml", "outt")
+    assert_clean_refusal(cli("build", _config(tmp_path, body)), tmp_path / "out", "bad_config.toml",
+                         "outt: unknown key (did you mean 'out'?)")
 
 
 @pytest.mark.parametrize("section, line, field", [
-    ("gates", "max_accuracy_drop = -5.0", "gates.max_accuracy_drop"),
-    ("gates", "max_size_ratio = -1.0", "gates.max_size_ratio"),
-    ("gates", "max_latency_ms = 0.0", "gates.max_latency_ms"),
-    ("quantization", "percentile = 150.0", "quantization.percentile"),
+    ("gates", "max_accuracy_drop = -5.0", "[gates] max_accuracy_drop: "),
+    ("gates", "max_size_ratio = -1.0", "[gates] max_size_ratio: "),
+    ("gates", "max_latency_ms = 0.0", "[gates] max_latency_ms: "),
+    ("quantization", "percentile = 150.0", "[quantization] percentile: "),
 ], ids=["negative-accuracy-drop", "negative-size-ratio", "zero-latency", "percentile-over-100"])
 def test_config_out_of_range_overrides_are_refused(tmp_path, tiny_model, tiny_calib, section, line, field):
     """The profile schema refuses these values (ge=0 / gt=0 / le=100); the same values given

@@ -5,12 +5,12 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import models
+import pytest
 from conftest import PY, cli, explain, load_manifest, ort_session, run, run_batches, sqnr_db
+
 from edgepack.errors import ModelError
-from edgepack.graph import clean_float_graph, load_onnx
+from edgepack.stages.graph import clean_float_graph, load_onnx
 
 
 def test_opset_11_onnx_model_builds(tmp_path, tiny_calib, no_size_gate_profile):

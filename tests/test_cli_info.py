@@ -6,12 +6,11 @@ import json
 import re
 
 import onnx
-import onnxruntime
 import pytest
-
 from conftest import base_env, cli, explain
-from edgepack.graph import op_counts
-from edgepack.inspect import inspect_artifact
+
+from edgepack.inspection import inspect_artifact
+from edgepack.stages.graph import op_counts
 
 SHIPPED = ("rpi4", "rpi5", "android-arm64", "x86-64")
 
@@ -24,17 +23,35 @@ def test_targets_lists_shipped_profiles():
             f"target {name!r} is not listed in full:\n{proc.stdout}"
 
 
-def test_targets_shows_resolved_reduce_range():
-    proc = cli("targets", env=base_env(COLUMNS="250"))
+def _profile_rows(stdout: str) -> dict[str, list[str]]:
+    """Table rows by profile name: [name, cpu model, (arch), threads, weight bits, first artifact, more...]."""
+    rows, current = {}, None
+    for line in stdout.splitlines():
+        cells = line.split()
+        if cells and cells[0] in SHIPPED and len(cells) >= 6:
+            current = rows[cells[0]] = cells
+        elif current is not None and len(cells) == 1 and cells[0].startswith(("ort-", "tflite-")):
+            current.append(cells[0])
+        elif not cells:
+            current = None
+    return rows
+
+
+@pytest.mark.parametrize("columns", ["80", "250"])
+def test_targets_table_shows_every_artifact_kind_whole(columns):
+    from edgepack.targets import load_targets
+
+    proc = cli("targets", env=base_env(COLUMNS=columns))
     assert proc.returncode == 0, explain(proc)
-    rows = {}
-    for line in proc.stdout.splitlines():
-        cells = [c.strip() for c in line.strip("│ ").split("│")]
-        if cells and cells[0] in SHIPPED:
-            rows[cells[0]] = cells
+    assert max(len(line) for line in proc.stdout.splitlines()) <= int(columns), proc.stdout
+    rows = _profile_rows(proc.stdout)
     assert set(rows) == set(SHIPPED), proc.stdout
-    assert rows["x86-64"][4] == "True"
-    assert all(rows[t][4] == "False" for t in ("rpi4", "rpi5", "android-arm64"))
+    profiles = load_targets()
+    for name in SHIPPED:
+        assert rows[name][5:] == list(profiles[name].artifacts), (name, proc.stdout)
+        assert rows[name][4] == ("7-bit" if profiles[name].resolved_reduce_range() else "8-bit")
+    assert rows["x86-64"][4] == "7-bit" and rows["rpi4"][4] == "8-bit"
+    assert "…" not in proc.stdout
 
 
 def test_targets_dir_adds_a_profile(tmp_path):
@@ -82,11 +99,16 @@ def test_inspect_bundle_artifacts(unseen_bundle):
 
 
 def test_inspect_human_output(unseen_bundle):
-    proc = cli("inspect", unseen_bundle.bundle / "x86-64" / "model.int8.ort", env=base_env(COLUMNS="200"))
+    path = unseen_bundle.bundle / "x86-64" / "model.int8.ort"
+    proc = cli("inspect", path, env=base_env(COLUMNS="80"))
     assert proc.returncode == 0, explain(proc)
     out = proc.stdout
-    assert "input  image: [1, 1, 16, 16] float32" in out
-    assert "quantisation:" in out and "operators:" in out and "QLinearConv" in out
+    info = inspect_artifact(path)
+    assert re.search(r"^\s*input\s+image\s+\[1, 1, 16, 16\]\s+float32\s*$", out, re.M), out
+    assert f"quantisation: {info['quantization']}" in out and "{'" not in out
+    for op, n in info["op_counts"].items():
+        assert re.search(rf"^\s*{re.escape(op)}\s+{n}\s*$", out, re.M), (op, out)
+    assert f"operators ({sum(info['op_counts'].values())})" in out
 
 
 def test_inspect_ort_format_line_reports_a_version(unseen_bundle):

@@ -8,28 +8,27 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import models
 import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import REPO, cli, explain, ort_session, write_toml
 from onnx import numpy_helper
 from torch import nn
-
-import models
-from conftest import REPO, cli, explain, ort_session, write_toml
 
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "examples" / "digits"))
 import zoo  # noqa: E402
 
-from edgepack.compress import CRITERIA, CompressionData, compress  # noqa: E402
-from edgepack.compress.importance import L2  # noqa: E402
-from edgepack.compress.lowrank import factorize  # noqa: E402
-from edgepack.compress.measure import count_macs  # noqa: E402
-from edgepack.compress.prune import prune_filters  # noqa: E402
 from edgepack.config import PRUNE_CRITERIA, CompressSection, config_from_dict  # noqa: E402
 from edgepack.errors import ConfigError  # noqa: E402
-from edgepack.export import export_torch  # noqa: E402
+from edgepack.stages.compress import CRITERIA, CompressionData, compress  # noqa: E402
+from edgepack.stages.compress.importance import L2  # noqa: E402
+from edgepack.stages.compress.lowrank import factorize  # noqa: E402
+from edgepack.stages.compress.measure import count_macs  # noqa: E402
+from edgepack.stages.compress.prune import prune_filters  # noqa: E402
+from edgepack.stages.export import export_torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -221,7 +220,8 @@ def test_every_criterion_prunes_and_is_compared_with_random(digits):
     data = digits_data(digits)
     values = {}
     for name in PRUNE_CRITERIA:
-        result = compress(digits_model(), section(prune={"ratio": 0.5, "criterion": name, "random_trials": 2}), data=data)
+        result = compress(digits_model(), section(prune={"ratio": 0.5, "criterion": name, "random_trials": 2}),
+                          data=data)
         rec = result.record
         p = rec["prune"]
         assert p["criterion"] == name and p["speeds_up_dense_runtimes"] is True
@@ -279,7 +279,7 @@ def test_mask_granularity_zeroes_exactly_its_units(digits, granularity, tmp_path
     assert rec["after"]["zero_fraction"] == pytest.approx(0.5, abs=0.01)
     # the zeros survive export and BatchNorm folding
     path = export_torch(model, (1, 1, 8, 8), tmp_path / "masked.onnx")
-    from edgepack.graph import clean_float_graph
+    from edgepack.stages.graph import clean_float_graph
 
     cleaned = clean_float_graph(onnx.load(str(path)), "masked", (1, 1, 8, 8))
     inits = {i.name: numpy_helper.to_array(i) for i in cleaned.graph.initializer}
@@ -406,7 +406,8 @@ BASE = {"name": "m", "model": {"torch": "m.py:f", "input_shape": [1, 1, 8, 8]}, 
     ({"prune": {"ratio": 1.5}}, "compress.prune.ratio", "less than 1"),
     ({"prune": {"ratio": 0.0}}, "compress.prune.ratio", "greater than 0"),
     ({"prune": {"ratio": 0.5, "per_layer": {"fc": 2}}}, "compress.prune.per_layer", "expected 0 <= ratio < 1"),
-    ({"prune": {"ratio": 0.5, "granularity": "fine", "criterion": "bn_scale"}}, "compress.prune", "scores whole channels"),
+    ({"prune": {"ratio": 0.5, "granularity": "fine", "criterion": "bn_scale"}}, "compress.prune",
+     "scores whole channels"),
     ({"prune": {"ratio": 0.5, "granularity": "block"}}, "compress.prune.granularity", "filter"),
     ({"prune": {"ratio": 0.5, "speed": 2}}, "compress.prune.speed", "Extra inputs"),
     ({"distill": {"epochs": 3}}, "compress", "needs a compression to recover from"),
@@ -464,7 +465,7 @@ def test_cli_compression_mistakes_are_one_line_exit_2(tmp_path, tiny_model, tiny
                "--prune", "0.5", "--prune-criterion", "magic")
     assert proc.returncode == 2, explain(proc)
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "compress.prune.criterion" in lines[0] and "magic" in lines[0], explain(proc)
+    assert len(lines) == 1 and "--prune-criterion" in lines[0] and "magic" in lines[0], explain(proc)
     assert not any(tmp_path.iterdir())  # no bundle left behind
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import models
 import numpy as np
 import pytest
-
-import models
 from conftest import REPO, cli, explain, load_manifest, same_isa_target, write_toml
+
 from edgepack.config import config_from_dict, load_config
 from edgepack.errors import ConfigError
 
@@ -184,7 +184,10 @@ def test_config_hash_is_stable_and_sensitive():
 def test_public_api_is_lazy_and_complete():
     import edgepack
 
-    assert callable(edgepack.build) and callable(edgepack.verify_bundle) and callable(edgepack.inspect_artifact)
+    for name in ("build", "verify", "merge", "inspect"):
+        assert callable(getattr(edgepack, name)), name
+        assert getattr(edgepack, name).__module__ == "edgepack.api"
+    assert edgepack.Manifest.__name__ == "Manifest" and edgepack.BuildConfig.__name__ == "BuildConfig"
     assert "rpi4" in edgepack.load_targets()
     assert issubclass(edgepack.EdgepackError, Exception)
     with pytest.raises(AttributeError):

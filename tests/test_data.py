@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from edgepack.config import Preprocess
-from edgepack.data import load_dataset
 from edgepack.errors import DataError
-from edgepack.graph import TensorSpec
+from edgepack.stages.data import load_dataset
+from edgepack.stages.graph import TensorSpec
 
 SPEC = TensorSpec("input", (1, 3, 8, 8), "float32")
 

@@ -8,9 +8,16 @@ import hashlib
 
 import numpy as np
 import pytest
-
-from conftest import (artifact, explain, file_entries, foreign_isa_target, ort_session, run_batches,
-                      same_isa_target, top1)
+from conftest import (
+    artifact,
+    explain,
+    file_entries,
+    foreign_isa_target,
+    ort_session,
+    run_batches,
+    same_isa_target,
+    top1,
+)
 
 TARGETS = ("rpi4", "x86-64")
 
@@ -135,8 +142,8 @@ def test_weight_ratio_counts_stored_weights(built):
         f, q = artifact(built.manifest, t, "ort-float"), artifact(built.manifest, t, "ort-int8")
         assert f["weight_bytes"] == pytest.approx(float_bytes, rel=0.01)
         qdq = onnx.load(str(built.bundle / q["reference_graph"]["path"])).graph
-        int8_weights = sum(numpy_helper.to_array(i).size for i in qdq.initializer if i.data_type == onnx.TensorProto.INT8
-                           and len(i.dims) > 1)
+        int8_weights = sum(numpy_helper.to_array(i).size for i in qdq.initializer
+                           if i.data_type == onnx.TensorProto.INT8 and len(i.dims) > 1)
         assert int8_weights <= q["weight_bytes"] <= 0.3 * f["weight_bytes"]
         assert q["weight_ratio"] == pytest.approx(q["weight_bytes"] / f["weight_bytes"])
         (v,) = [g for g in q["metrics"]["gates"] if g["gate"] == "max_weight_ratio"]

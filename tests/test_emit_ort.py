@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import models
 import numpy as np
 import pytest
-
-import models
 from conftest import ort_session, sqnr_db
+
 from edgepack.config import QuantOverrides
-from edgepack.data import Dataset
-from edgepack.emit.ort import convert_to_ort
-from edgepack.inspect import inspect_artifact
-from edgepack.quantize import quantize_static, resolve_settings
+from edgepack.inspection import inspect_artifact
+from edgepack.stages.data import Dataset
+from edgepack.stages.emit.ort import convert_to_ort
+from edgepack.stages.quantize import quantize_static, resolve_settings
 from edgepack.targets import OrtSettings, host_arch, resolve_target
 
 

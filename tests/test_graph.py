@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import models
 import numpy as np
 import onnx
 import pytest
-
-import models
 from conftest import ort_session
+
 from edgepack.errors import ModelError
-from edgepack.graph import clean_float_graph, io_specs, load_onnx, op_counts
+from edgepack.stages.graph import clean_float_graph, io_specs, load_onnx, op_counts
 
 
 def _run(model_or_path, x):

@@ -19,11 +19,10 @@ import socket
 import stat
 import subprocess
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from conftest import PY, REPO, base_env, explain, load_manifest, run, same_isa_target
 
 SCRIPT = REPO / "scripts" / "pi_verify.py"
@@ -74,14 +73,14 @@ def sshd(tmp_path_factory):
             pytest.fail(f"{tool} is not installed (Debian/Ubuntu: apt-get install openssh-client)")
     d = tmp_path_factory.mktemp("sshd")
     for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"edgepack-test-{name}", "-f", str(d / name)],
-                       check=True, capture_output=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"edgepack-test-{name}",
+                        "-f", str(d / name)], check=True, capture_output=True)
     (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
     user = getpass.getuser()
     proc, port, log = None, None, d / "sshd.log"
-    for attempt in range(3):  # a port taken between choosing and binding it: try another one
+    for _attempt in range(3):  # a port taken between choosing and binding it: try another one
         port = _free_port()
         (d / "sshd_config").write_text(
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
@@ -106,7 +105,8 @@ def sshd(tmp_path_factory):
                                 "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-i", str(server.key),
                                 "-p", str(port), server.host, "echo ok"], capture_output=True, text=True, timeout=30)
         if probe.stdout.strip() != "ok":
-            pytest.fail(f"key login to the loopback sshd failed: {explain(probe)}\n--- sshd log\n{log.read_text()[-2000:]}")
+            pytest.fail(f"key login to the loopback sshd failed: {explain(probe)}\n"
+                        f"--- sshd log\n{log.read_text()[-2000:]}")
         yield server
     finally:
         _stop(proc)
@@ -218,12 +218,12 @@ finally:
     assert not remote.exists(), list(remote.rglob("*"))
 
     result = json.loads(out.read_text())
-    assert result["schema"] == "edgepack.device-result/1" and result["passed"] is True
+    assert result["schema"] == "edgepack.device-result/2" and result["passed"] is True
     assert list(result["targets"]) == ["pinned"]
 
     m = load_manifest(bundle)
     (dr,) = m["device_results"]
-    from edgepack.hostinfo import host_info
+    from edgepack.verification.hostinfo import host_info
 
     assert dr["runner"]["arch"] == host_info()["arch"] and dr["runner"]["cpu"] == host_info()["cpu"]
     assert dr["runner"]["python"] and dr["emulation"] is None and dr["problems"] == []
@@ -253,7 +253,8 @@ def test_keep_remote_holds_only_the_bundle_and_the_pure_python_package(sshd, bun
     assert sorted(p.name for p in remote.iterdir()) == [".edgepack-verify", "bundle", "result.json", "src"]
     assert (remote / "bundle" / "manifest.json").read_bytes() == manifest_before
     copied = sorted(str(p.relative_to(remote / "src")) for p in (remote / "src").rglob("*") if p.is_file())
-    shipped = sorted(str(p.relative_to(REPO)) for p in (REPO / "edgepack").rglob("*.py"))
+    shipped = sorted(str(p.relative_to(REPO)) for p in (REPO / "edgepack").rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts)
     assert copied == shipped
     assert not list((remote / "src").rglob("__pycache__")) and not list((remote / "src").rglob("_targets"))
     assert json.loads((remote / "result.json").read_text())["passed"] is True
@@ -286,7 +287,9 @@ def test_tampered_artifact_fails_and_is_named(sshd, bundle, tmp_path):
     assert "device verification FAILED" in proc.stdout
     m = load_manifest(bundle)
     assert m["status"] == "failed"
-    assert _kinds(m, "pinned")["ort-int8"]["metrics"]["device_error"]["error"] == "checksum"
+    (failure,) = _kinds(m, "pinned")["ort-int8"]["metrics"]["device_failures"]
+    assert "pinned/model.int8.ort" in failure["reason"] and "checksum" in failure["reason"]
+    assert any(f["artifact"] == "ort-int8" and "checksum" in f["reason"] for f in m["failures"])
     assert not (tmp_path / "remote").exists()
 
 
@@ -318,7 +321,7 @@ def test_runner_that_cannot_run_reports_the_remote_error(sshd, bundle, tmp_path,
     assert len(lines) == 1 and needle in lines[0], explain(proc)
     assert ("No such file" if "nonexistent" in python else "No module named 'numpy'") in lines[0], explain(proc)
     assert not (tmp_path / "remote").exists()
-    assert "device_results" not in load_manifest(bundle)
+    assert load_manifest(bundle)["device_results"] == []
 
 
 def test_refuses_a_remote_folder_it_did_not_make(sshd, bundle, tmp_path):

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import models
 import numpy as np
 import onnx
 import pytest
+from conftest import REPO, ort_session, sqnr_db
 from onnx import TensorProto, numpy_helper
 
-import models
-from conftest import REPO, ort_session, sqnr_db
 from edgepack.config import QuantOverrides
-from edgepack.data import Dataset
 from edgepack.errors import ConfigError
-from edgepack.quantize import quantize_static, resolve_settings
+from edgepack.stages.data import Dataset
+from edgepack.stages.quantize import quantize_static, resolve_settings
 from edgepack.targets import load_profile, load_targets, resolve_target
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import PY, base_env, cli, device, explain, run
 
 RUNS = ("--runs", "3")
@@ -44,7 +43,7 @@ def test_device_runner_untouched_bundle_passes_for_one_target(bundle, tmp_path):
     assert proc.returncode == 0, explain(proc)
     r = json.loads(out.read_text())
     assert r["passed"] is True and list(r["targets"]) == ["x86-64"]
-    assert r["schema"] == "edgepack.device-result/1"
+    assert r["schema"] == "edgepack.device-result/2"
 
 
 @pytest.mark.parametrize("victim", [
@@ -83,6 +82,46 @@ def test_verify_detects_missing_file(bundle, bundle_copy):
     assert "x86-64/model.float32.ort" in proc.stdout + proc.stderr
 
 
+def test_verify_merge_keeps_a_tampered_golden_input_as_a_failure(bundle, bundle_copy):
+    """The acceptance case: a device run that fails on a shared file fails the merged bundle."""
+    b = bundle_copy(bundle)
+    _flip_bytes(b / "golden" / "inputs.npy", 0.9)
+    proc = cli("verify", b, "--target", "x86-64", "--merge", *RUNS)
+    assert proc.returncode == 1, explain(proc)
+    m = json.loads((b / "manifest.json").read_text())
+    assert m["status"] == "failed" and m["gates_passed"] is False
+    (f,) = m["failures"]
+    assert f["source"] == "device" and "golden/inputs.npy" in f["reason"] and "checksum" in f["reason"]
+    assert f["where"] and m["device_results"][-1]["passed"] is False
+    report = (b / "report.md").read_text()
+    assert report.startswith(f"# {m['name']} {m['version']} — FAILED")
+    assert "golden/inputs.npy: checksum mismatch" in report
+    assert "golden/inputs.npy" in proc.stderr
+
+
+def test_verify_merge_keeps_a_float_golden_mismatch(bundle, bundle_copy):
+    """Golden reference outputs that the float artifact does not reproduce: that artifact fails."""
+    import numpy as np
+
+    b = bundle_copy(bundle)
+    manifest = json.loads((b / "manifest.json").read_text())
+    ref = b / manifest["golden"]["reference_outputs"]["path"]
+    with np.load(ref) as z:
+        arrays = {k: z[k] + 10.0 for k in z.files}  # the float model no longer reproduces these
+    np.savez(ref, **arrays)
+    from edgepack.manifest.jsonio import sha256_file
+
+    manifest["golden"]["reference_outputs"].update(sha256=sha256_file(ref), size_bytes=ref.stat().st_size)
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    proc = cli("verify", b, "--target", "x86-64", "--merge", *RUNS)
+    assert proc.returncode == 1, explain(proc)
+    m = json.loads((b / "manifest.json").read_text())
+    assert m["status"] == "failed"
+    failing = {(f["target"], f["artifact"]) for f in m["failures"] if "golden outputs differ" in f["reason"]}
+    assert failing == {("x86-64", "ort-float")}, m["failures"]
+    assert "golden outputs differ" in (b / "report.md").read_text()
+
+
 @pytest.mark.parametrize("args, needle", [
     (("--target", "jetson"), "jetson"),
     (("__not_a_bundle__",), "__not_a_bundle__"),
@@ -109,7 +148,8 @@ def test_device_runner_works_without_torch(bundle, torchless_env, tmp_path):
     proc = run([PY, "-m", "edgepack.device", "verify", str(bundle), *RUNS], env=torchless_env(mods))
     assert proc.returncode == 0, explain(proc)
     loaded = set(json.loads(mods.read_text()))
-    assert "edgepack.device" in loaded or "__main__" in loaded
+    assert "edgepack.verification.device" in loaded
+    assert not {m for m in loaded if m.split(".")[0] in ("pydantic", "onnx", "typer", "rich")}
     assert not {m for m in loaded if m.split(".")[0] == "torch"}
 
 
@@ -129,7 +169,7 @@ def test_cli_verify_works_without_torch(bundle, torchless_env, tmp_path):
     proc = run([PY, "-c", code], env=torchless_env(mods))
     assert proc.returncode == 0, explain(proc)
     assert "verified" in proc.stdout
-    assert "edgepack.device" in set(json.loads(mods.read_text()))
+    assert "edgepack.verification.device" in set(json.loads(mods.read_text()))
     assert not {m for m in json.loads(mods.read_text()) if m.split(".")[0] == "torch"}
 
 

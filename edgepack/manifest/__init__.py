@@ -1,0 +1,14 @@
+"""The bundle's contract with the outside world: manifest.json and device results.
+
+- `jsonio`: schema identifiers, checksums and JSON reading/writing with non-finite floats.
+  Standard library only, so the device runner (numpy + one runtime) can use it.
+- `models`: the typed host-side contract (pydantic): `Manifest`, `ArtifactEntry`,
+  `Numerics`, `GateVerdict`, `DeviceResult`, ... The shipped JSON Schemas
+  (`manifest.schema.json`, `device-result.schema.json`) are generated from them by
+  `python -m edgepack.manifest.schema`.
+- `files`: reading and writing them on the host, with errors that name the file and field.
+Folding a device result into a manifest is `edgepack.verification.merge`.
+
+This package's `__init__` imports nothing, so importing `jsonio` on a device does not pull
+in pydantic.
+"""

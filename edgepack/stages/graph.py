@@ -1,0 +1,178 @@
+"""The float graph: load an ONNX file, pin static shapes, clean it, and describe its I/O.
+
+Cleaning = ONNX shape inference, then ONNX Runtime's basic (platform-independent) graph
+optimisations saved back as standard ONNX — constant folding, BatchNorm folded into the
+preceding Conv, redundant-node removal — then shape inference again and the ONNX checker.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..errors import ModelError, one_line
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+def _elem_dtype(elem_type: int) -> str:
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise ModelError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    if not model.graph.node:
+        raise ModelError(f"{path}: ONNX graph has no nodes")
+    return model
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Real inputs: graph inputs that are not initializers (old exporters list both)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def _dims(vi: onnx.ValueInfoProto) -> list[int | str | None]:
+    out = []
+    for d in vi.type.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            out.append(d.dim_value)
+        elif d.HasField("dim_param"):
+            out.append(d.dim_param)
+        else:
+            out.append(None)
+    return out
+
+
+def fix_input_shapes(model: onnx.ModelProto, source: str, override: tuple[int, ...] | None) -> None:
+    """Make every graph input static, using `override` for the (single) input if given."""
+    inputs = graph_inputs(model)
+    if override is not None and len(inputs) != 1:
+        raise ModelError(
+            f"{source}: input_shape override given but the graph has {len(inputs)} inputs "
+            f"({', '.join(i.name for i in inputs)}); edgepack supports single-input models"
+        )
+    for vi in inputs:
+        dims = _dims(vi)
+        if override is not None:
+            if len(override) != len(dims):
+                raise ModelError(
+                    f"{source}: input '{vi.name}' has rank {len(dims)} ({dims}) but "
+                    f"input_shape {list(override)} has rank {len(override)}"
+                )
+            for have, want in zip(dims, override):
+                if isinstance(have, int) and have != want:
+                    raise ModelError(
+                        f"{source}: input '{vi.name}' has static shape {dims}; "
+                        f"input_shape {list(override)} contradicts it"
+                    )
+            shape = vi.type.tensor_type.shape
+            for d, v in zip(shape.dim, override):
+                d.Clear()
+                d.dim_value = v
+        elif any(not isinstance(d, int) for d in dims):
+            raise ModelError(
+                f"{source}: input '{vi.name}' has dynamic shape {dims}; "
+                "give a static shape with input_shape (config [model]) or --input-shape"
+            )
+    # Output / intermediate shapes that were symbolic must be re-inferred.
+    del model.graph.value_info[:]
+    for out in model.graph.output:
+        for d in out.type.tensor_type.shape.dim:
+            if d.HasField("dim_param"):
+                d.Clear()
+
+
+def _ort_basic_optimize(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "in.onnx"), Path(tmp, "out.onnx")
+        onnx.save(model, str(src))
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        so.optimized_model_filepath = str(dst)
+        so.log_severity_level = 3
+        try:
+            ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"{source}: ONNX Runtime cannot load the graph: {one_line(exc)}") from None
+        return onnx.load(str(dst))
+
+
+# Per-channel QuantizeLinear/DequantizeLinear (the `axis` attribute) needs opset 13.
+MIN_OPSET = 13
+
+
+def _at_least_opset(model: onnx.ModelProto, source: str, opset: int) -> onnx.ModelProto:
+    current = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=opset)
+    if current >= opset:
+        return model
+    try:
+        from onnx import version_converter
+
+        return version_converter.convert_version(model, opset)
+    except Exception as exc:
+        raise ModelError(f"{source}: opset {current} graph could not be upgraded to opset {opset} "
+                         f"(needed for per-channel int8): {one_line(exc)}") from None
+
+
+def clean_float_graph(model: onnx.ModelProto, source: str, input_shape=None) -> onnx.ModelProto:
+    """Static shapes, shape inference, constant folding, BN folding, checker."""
+    fix_input_shapes(model, source, input_shape)
+    model = _at_least_opset(model, source, MIN_OPSET)
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except Exception as exc:
+        raise ModelError(f"{source}: shape inference failed: {one_line(exc)}") from None
+    model = _ort_basic_optimize(model, source)
+    model = onnx.shape_inference.infer_shapes(model)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"{source}: ONNX checker rejected the cleaned graph: {one_line(exc)}") from None
+    for vi in list(graph_inputs(model)) + list(model.graph.output):
+        if any(not isinstance(d, int) for d in _dims(vi)):
+            raise ModelError(f"{source}: '{vi.name}' still has a dynamic shape {_dims(vi)} after cleaning")
+    return model
+
+
+def io_specs(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    def spec(vi):
+        return TensorSpec(vi.name, tuple(int(d) for d in _dims(vi)), _elem_dtype(vi.type.tensor_type.elem_type))
+
+    return [spec(v) for v in graph_inputs(model)], [spec(v) for v in model.graph.output]
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def parameter_count(model: onnx.ModelProto) -> int:
+    return int(sum(np.prod(i.dims, dtype=np.int64) for i in model.graph.initializer))
+

@@ -1,0 +1,378 @@
+"""Static int8 quantisation of the float graph with ONNX Runtime's quantiser (QDQ format).
+
+Calibration methods are small classes with one job (translate edgepack's settings into
+ONNX Runtime's calibrator options); add one to `CALIBRATORS` to make it selectable.
+Targets with identical settings share one quantised graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..errors import ConfigError
+from .data import Dataset
+
+Progress = Callable[[int, int], None]
+
+
+class OrtCalibrator:
+    """Base: ranges measured by ONNX Runtime's own calibrator for this method."""
+
+    name = ""
+
+    def ort_method(self):
+        raise AttributeError
+
+    def extra_options(self, settings: "QuantSettings") -> dict:
+        return {}
+
+    def collect(self, float_path: Path, dataset: Dataset, settings: "QuantSettings", progress=None, source=None):
+        from onnxruntime.quantization.calibrate import create_calibrator
+
+        model = onnx.load(str(float_path))
+        batch = _batch(model)
+        extra = {"symmetric": settings.symmetric_activations}
+        for k, v in self.extra_options(settings).items():
+            extra[{"CalibPercentile": "percentile", "CalibNumBins": "num_bins",
+                   "CalibNumQuantizedBins": "num_quantized_bins"}[k]] = v
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), _quiet(), \
+                _as_model_error(source or float_path):
+            calibrator = create_calibrator(Path(float_path), [], augmented_model_path=str(Path(tmp, "augmented.onnx")),
+                                           calibrate_method=self.ort_method(), extra_options=extra)
+            calibrator.collect_data(_Reader(_input_name(model), dataset, batch, progress))
+            return calibrator.compute_data()
+
+
+class MinMaxCalibrator(OrtCalibrator):
+    """Global min/max of every float tensor over the calibration set.
+
+    Same definition as ONNX Runtime's MinMax calibrator (and TFLite's), measured faster:
+    its calibrator runs the graph with every optimisation off (43 ms per MobileNetV2
+    sample here); this adds ReduceMin/ReduceMax nodes and keeps optimisations on, single
+    threaded (16 ms per sample), which is what scripts/bench_pipeline.py times.
+    """
+
+    name = "minmax"
+
+    def ort_method(self):
+        from onnxruntime.quantization import CalibrationMethod
+
+        return CalibrationMethod.MinMax
+
+    def collect(self, float_path: Path, dataset: Dataset, settings: "QuantSettings", progress=None, source=None):
+        import onnxruntime as ort
+        from onnx import helper
+        from onnxruntime.quantization.calibrate import TensorsData
+
+        model = onnx.load(str(float_path))
+        names = calibration_tensors(model)
+        del model.graph.output[:]
+        for i, name in enumerate(names):
+            for op in ("ReduceMin", "ReduceMax"):
+                out = f"edgepack_calib_{i}_{op}"
+                model.graph.node.append(helper.make_node(op, [name], [out], keepdims=0))
+                model.graph.output.append(helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, []))
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.log_severity_level = 3
+        with _as_model_error(source or float_path):
+            session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        batch, input_name = _batch(model), _input_name(model)
+        batches = list(dataset.batches(batch))
+        lo = np.full(len(names), np.inf, np.float32)
+        hi = np.full(len(names), -np.inf, np.float32)
+        for k, x in enumerate(batches):
+            r = session.run(None, {input_name: x})
+            lo = np.minimum(lo, np.asarray(r[0::2], np.float32))
+            hi = np.maximum(hi, np.asarray(r[1::2], np.float32))
+            if progress:
+                progress(k + 1, len(batches))
+        if settings.symmetric_activations:
+            m = np.maximum(np.abs(lo), np.abs(hi))
+            lo, hi = -m, m
+        return TensorsData(self.ort_method(), {n: (lo[i:i + 1].reshape(()), hi[i:i + 1].reshape(()))
+                                               for i, n in enumerate(names)})
+
+
+class PercentileCalibrator(OrtCalibrator):
+    """Clips activation ranges at a percentile of |x| (robust to outliers)."""
+
+    name = "percentile"
+
+    def ort_method(self):
+        from onnxruntime.quantization import CalibrationMethod
+
+        return CalibrationMethod.Percentile
+
+    def extra_options(self, settings):
+        return {"CalibPercentile": settings.percentile}
+
+
+class EntropyCalibrator(OrtCalibrator):
+    """Chooses ranges minimising KL divergence between float and quantised histograms."""
+
+    name = "entropy"
+
+    def ort_method(self):
+        from onnxruntime.quantization import CalibrationMethod
+
+        return CalibrationMethod.Entropy
+
+    def extra_options(self, settings):
+        return {"CalibNumBins": 512, "CalibNumQuantizedBins": 128}
+
+
+CALIBRATORS = {c.name: c for c in (MinMaxCalibrator(), PercentileCalibrator(), EntropyCalibrator())}
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    per_channel: bool
+    activation_type: str
+    weight_type: str
+    calibration_method: str
+    percentile: float
+    reduce_range: bool
+    symmetric_activations: bool
+
+    def key(self) -> str:
+        return "-".join(f"{v}" for v in asdict(self).values())
+
+
+def resolve_settings(profile, overrides) -> QuantSettings:
+    """The profile's quantisation settings with the config's overrides applied."""
+    q = profile.quantization
+    o = overrides
+    reduce_range = o.reduce_range if o.reduce_range is not None else q.reduce_range
+    if reduce_range == "auto":
+        reduce_range = profile.resolved_reduce_range()
+    method = o.calibration_method or q.calibration_method
+    if method not in CALIBRATORS:
+        raise ConfigError(
+            f"quantization.calibration_method {method!r} is unknown; expected one of {', '.join(CALIBRATORS)}"
+        )
+    return QuantSettings(
+        per_channel=q.per_channel if o.per_channel is None else o.per_channel,
+        activation_type=o.activation_type or q.activation_type,
+        weight_type=q.weight_type,
+        calibration_method=method,
+        percentile=o.percentile or q.percentile,
+        reduce_range=bool(reduce_range),
+        symmetric_activations=q.symmetric_activations,
+    )
+
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over a Dataset, reporting progress."""
+
+    def __init__(self, input_name: str, dataset: Dataset, batch: int, progress: Progress | None):
+        self._batches = list(dataset.batches(batch))
+        self._it = iter(self._batches)
+        self._name = input_name
+        self._progress = progress
+        self._done = 0
+
+    def get_next(self):
+        x = next(self._it, None)
+        if x is None:
+            return None
+        self._done += 1
+        if self._progress:
+            self._progress(self._done, len(self._batches))
+        return {self._name: x}
+
+    def rewind(self):
+        self._it = iter(self._batches)
+        self._done = 0
+
+
+def calibration_key(settings: QuantSettings) -> str:
+    """Settings that change the measured ranges (not how they become scales)."""
+    return f"{settings.calibration_method}-{settings.percentile}-{settings.symmetric_activations}"
+
+
+def calibration_tensors(model: onnx.ModelProto) -> list[str]:
+    """Float activation tensors to measure: every non-constant float node input/output."""
+    inits = {i.name for i in model.graph.initializer}
+    float_values = {v.name for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+                    if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    consts = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    names: dict[str, None] = {}
+    for n in model.graph.node:
+        for t in list(n.input) + list(n.output):
+            if t and t not in inits and t not in consts and t in float_values:
+                names[t] = None
+    return list(names)
+
+
+def calibrate(float_path: Path, dataset: Dataset, settings: QuantSettings, progress: Progress | None = None,
+              source: str | None = None):
+    """Measure activation ranges on `dataset` with the settings' method.
+
+    Returns ONNX Runtime's TensorsData (name -> range), used by both quantisers."""
+    return CALIBRATORS[settings.calibration_method].collect(Path(float_path), dataset, settings, progress, source)
+
+
+def ranges_by_name(tensors_data) -> dict[str, tuple[float, float]]:
+    return {name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1])))
+            for name, td in tensors_data.data.items()}
+
+
+def quantize_static(float_path: Path, dataset: Dataset | None, settings: QuantSettings, out_path: Path,
+                    progress: Progress | None = None, ranges=None, source: str | None = None) -> Path:
+    """Write a QDQ int8 model; returns its path.
+
+    `ranges` (from `calibrate`) are used as they are; without them the float graph is
+    calibrated on `dataset` first."""
+    from onnxruntime.quantization import QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    if ranges is None:
+        ranges = calibrate(float_path, dataset, settings, progress, source)
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    calibrator = CALIBRATORS[settings.calibration_method]
+    extra = {
+        "ActivationSymmetric": settings.symmetric_activations,
+        "WeightSymmetric": True,
+        **calibrator.extra_options(settings),
+    }
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), _quiet(), \
+            _as_model_error(source or float_path):
+        cache = Path(tmp, "ranges.json")
+        save_tensors_data(ranges, cache)  # quantize_static reads ranges from its calibration cache
+        ort_quantize_static(
+            str(float_path),
+            str(out_path),
+            None,
+            quant_format=QuantFormat.QDQ,
+            per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
+            activation_type=qtype[settings.activation_type],
+            weight_type=qtype[settings.weight_type],
+            calibrate_method=calibrator.ort_method(),
+            extra_options=extra,
+            calibration_cache_path=str(cache),
+        )
+    return Path(out_path)
+
+
+def _batch(model: onnx.ModelProto) -> int:
+    inp = [i for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}][0]
+    return inp.type.tensor_type.shape.dim[0].dim_value or 1
+
+
+def _input_name(model: onnx.ModelProto) -> str:
+    return [i for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}][0].name
+
+
+@contextlib.contextmanager
+def _as_model_error(path):
+    from ..errors import EdgepackError, ModelError, one_line
+
+    try:
+        yield
+    except EdgepackError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{path}: ONNX Runtime's static quantiser failed: "
+                         f"{type(exc).__name__}: {one_line(exc)}") from None
+
+
+@contextlib.contextmanager
+def _quiet():
+    log = logging.getLogger()
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def io_quant_params(model: onnx.ModelProto) -> dict:
+    """Scale / zero point of the Q at each graph input and the DQ at each graph output.
+
+    For a QDQ model with float I/O these say how the model quantises its input and
+    dequantises its output; they are what a device needs to feed int8 data directly.
+    """
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consts = {}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    consts[n.output[0]] = numpy_helper.to_array(a.t)
+    values = {**inits, **consts}
+
+    def params(node):
+        scale = values.get(node.input[1])
+        zp = values.get(node.input[2]) if len(node.input) > 2 else None
+        return {
+            "scale": np.asarray(scale).astype(float).ravel().tolist() if scale is not None else None,
+            "zero_point": np.asarray(zp).astype(int).ravel().tolist() if zp is not None else None,
+            "dtype": np.asarray(zp).dtype.name if zp is not None else None,
+        }
+
+    inputs = {i.name for i in model.graph.input}
+    outputs = {o.name for o in model.graph.output}
+    result = {"inputs": {}, "outputs": {}}
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] in inputs:
+            result["inputs"][n.input[0]] = params(n)
+        if n.op_type == "DequantizeLinear" and n.output[0] in outputs:
+            result["outputs"][n.output[0]] = params(n)
+    return result
+
+
+def quantized_fraction(model: onnx.ModelProto) -> dict:
+    """How much of the compute sits between Q/DQ pairs: counts of compute ops with DQ inputs."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    compute = [n for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear", "Constant")]
+    quantized = [n for n in compute if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
+                                           for i in n.input)]
+    float_only = sorted({n.op_type for n in compute} - {n.op_type for n in quantized})
+    return {"compute_nodes": len(compute), "quantized_nodes": len(quantized), "float_op_types": float_only}
+
+
+class Int8Graphs:
+    """The build's int8 QDQ graphs: calibrated and quantised once per distinct setting, and
+    shared by every target that asks for the same settings."""
+
+    def __init__(self, float_path: Path, calibration: Dataset, work_dir: Path, source: str, reporter):
+        self.float_path, self.calibration, self.work_dir = Path(float_path), calibration, Path(work_dir)
+        self.source, self.reporter = source, reporter
+        self._ranges: dict[str, object] = {}
+        self._graphs: dict[str, tuple[Path, dict]] = {}
+
+    def get(self, settings: QuantSettings) -> tuple[Path, dict]:
+        """(QDQ ONNX path, per-tensor (min, max) ranges by name) for `settings`."""
+        ckey = calibration_key(settings)
+        if ckey not in self._ranges:
+            with self.reporter.stage(f"calibrating ({settings.calibration_method}, "
+                                     f"{len(self.calibration)} samples)") as tick:
+                self._ranges[ckey] = calibrate(self.float_path, self.calibration, settings, progress=tick,
+                                               source=self.source)
+        if settings.key() not in self._graphs:
+            with self.reporter.stage(f"quantising to int8 QDQ (per_channel={settings.per_channel}, "
+                                     f"reduce_range={settings.reduce_range})"):
+                qpath = self.work_dir / f"model.int8.{len(self._graphs)}.onnx"
+                quantize_static(self.float_path, self.calibration, settings, qpath, ranges=self._ranges[ckey],
+                                source=self.source)
+            self._graphs[settings.key()] = (qpath, ranges_by_name(self._ranges[ckey]))
+        return self._graphs[settings.key()]
+
+
+def quantized_ops(path: Path) -> dict:
+    """`quantized_fraction` of the ONNX file at `path`."""
+    return quantized_fraction(onnx.load(str(path)))

@@ -1,0 +1,234 @@
+"""The device runner: re-verify a release bundle from its own files.
+
+Runs anywhere the bundle's runtime runs — a Raspberry Pi with only numpy and
+onnxruntime (or tflite-runtime / ai-edge-litert) installed, an emulated arm64 userland,
+or the build host:
+
+    python -m edgepack.device verify dist/model-1.0 --target rpi4 --json result.json
+    python -m edgepack.device verify dist/model-1.0 --target rpi4 --artifacts ort-float,ort-int8
+
+It checks every file's sha256 against the manifest, runs the golden inputs and the
+bundled evaluation data through each artifact, compares with the float reference outputs
+stored in the bundle, measures latency with the profile's threads, re-applies the
+manifest's gates, and returns (or writes) a JSON result (schema edgepack.device-result/2)
+that the host validates and merges (`edgepack merge`).
+
+Findings that concern one artifact (a file missing or altered, a runtime not installed,
+golden outputs that do not reproduce) are that artifact's `error` or `golden_ok`; findings
+about the bundle as a whole are `problems`. Imports: stdlib, numpy, and the runtime an
+artifact needs — nothing else (no pydantic, no onnx, no torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BundleError, EdgepackError
+from ..manifest.jsonio import DEVICE_RESULT_SCHEMA, MANIFEST_SCHEMA, SchemaMismatch, dumps, read_json, sha256_file
+from .gates import all_passed, evaluate_gates
+from .hostinfo import host_info, usable_cores
+from .metrics import measure_latency, output_metrics, run_all
+from .runtimes import RuntimeUnavailable, open_artifact, reference_session
+
+# Float artifacts must reproduce the float reference outputs closely on any CPU.
+FLOAT_GOLDEN_MIN_SQNR_DB = 40.0
+RUNTIME_PIN_KEYS = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert", "tflite_runtime": "tflite_runtime"}
+
+
+def read_bundle_manifest(root: Path) -> dict:
+    """The bundle's manifest.json as plain JSON, schema-checked. BundleError when unreadable."""
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        raise BundleError(f"{root}: no manifest.json; expected an edgepack bundle folder")
+    try:
+        return read_json(path, MANIFEST_SCHEMA)
+    except (SchemaMismatch, ValueError, OSError) as exc:
+        raise BundleError(str(exc)) from None
+
+
+def _file_problem(root: Path, entry: dict | None) -> str | None:
+    """Why a manifest file entry does not match the file on disk, or None."""
+    if not entry:
+        return None
+    path = root / entry["path"]
+    if not path.is_file():
+        return f"{entry['path']}: missing"
+    if path.stat().st_size != entry["size_bytes"] or sha256_file(path) != entry["sha256"]:
+        return f"{entry['path']}: checksum mismatch (sha256 differs from manifest)"
+    return None
+
+
+def numerics_label(profile: dict, runtime: str, runtime_version: str, host: dict) -> str:
+    """"device-exact" only when this machine has the target's ISA *and* runs the runtime
+    version the profile pins for the device; anything else is "host"."""
+    if host["arch"] != profile["cpu"]["arch"]:
+        return "host"
+    pin_key = RUNTIME_PIN_KEYS.get(runtime)
+    pinned = (profile.get("device_runtime") or {}).get(pin_key) if pin_key else None
+    return "device-exact" if pinned and pinned == runtime_version else "host"
+
+
+def verify_bundle(bundle: Path | str, target: str | None = None, *, artifacts: list[str] | None = None,
+                  threads: int | None = None, warmup: int = 5, runs: int = 50) -> dict:
+    """Verify a bundle's artifacts (all, or the kinds in `artifacts`); a JSON-ready result."""
+    root = Path(bundle)
+    manifest = read_bundle_manifest(root)
+    try:
+        return _verify(root, manifest, target, artifacts, threads, warmup, runs)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise BundleError(f"{root / 'manifest.json'}: malformed manifest ({type(exc).__name__}: {exc})") from None
+
+
+def _verify(root: Path, manifest: dict, target, kinds, threads, warmup, runs) -> dict:
+    targets = manifest["targets"]
+    if target is not None and target not in targets:
+        raise BundleError(f"{root}: target {target!r} is not in this bundle (has: {', '.join(targets)})")
+    chosen = {n: t for n, t in targets.items() if target is None or n == target}
+    if kinds:
+        present = {a["kind"] for t in chosen.values() for a in t["artifacts"]}
+        unknown = [k for k in kinds if k not in present]
+        if unknown:
+            raise BundleError(f"{root}: --artifacts names {', '.join(unknown)}, not in "
+                              f"{target or 'this bundle'} (has: {', '.join(sorted(present))})")
+    host = host_info()
+    emulated = os.environ.get("EDGEPACK_EMULATED_CPU")
+    result = {"schema": DEVICE_RESULT_SCHEMA, "bundle": f"{manifest['name']}-{manifest['version']}",
+              "runner": {**host, "emulated_cpu": emulated}, "artifacts_filter": list(kinds) if kinds else None,
+              "targets": {}, "problems": []}
+    shared = [manifest["baseline"], manifest["golden"]["inputs"], manifest["golden"]["reference_outputs"],
+              manifest["reference_data"]["eval"], manifest["reference_data"]["eval_reference_outputs"]]
+    result["problems"] = [{"where": e["path"], "reason": why.split(": ", 1)[1]}
+                          for e in shared if (why := _file_problem(root, e))]
+    if result["problems"]:
+        result["passed"] = False
+        return result
+
+    data = _reference_data(root, manifest)
+    for tname, t in chosen.items():
+        profile = t["profile"]
+        n_threads = min(threads or profile["threads"], usable_cores())
+        tres = {"artifacts": []}
+        for a in t["artifacts"]:
+            if kinds and a["kind"] not in kinds:
+                continue
+            tres["artifacts"].append(_verify_artifact(root, a, t, data, host, n_threads, bool(emulated),
+                                                      warmup, runs))
+        tres["passed"] = all(a["passed"] for a in tres["artifacts"])
+        result["targets"][tname] = tres
+    result["passed"] = all(t["passed"] for t in result["targets"].values())
+    return result
+
+
+def _reference_data(root: Path, manifest: dict) -> dict:
+    golden_x = np.load(root / manifest["golden"]["inputs"]["path"], allow_pickle=False)
+    with np.load(root / manifest["golden"]["reference_outputs"]["path"], allow_pickle=False) as z:
+        golden_ref = z["arr_0"]
+    with np.load(root / manifest["reference_data"]["eval"]["path"], allow_pickle=False) as z:
+        x, y = z["x"], (z["y"] if "y" in z.files else None)
+    with np.load(root / manifest["reference_data"]["eval_reference_outputs"]["path"], allow_pickle=False) as z:
+        ref = z["arr_0"]
+    baseline = output_metrics(ref, ref, y)
+    baseline = {k: baseline[k] for k in ("samples", "top1", "top5") if k in baseline}
+    return {"batch": manifest["model"]["batch"], "golden_x": golden_x, "golden_ref": golden_ref, "x": x, "y": y,
+            "ref": ref, "baseline": baseline}
+
+
+def _verify_artifact(root: Path, a: dict, t: dict, d: dict, host: dict, threads: int, emulated: bool,
+                     warmup: int, runs: int) -> dict:
+    ares = {"kind": a["kind"], "path": a["path"], "passed": False}
+    bad = [why for e in [a, *a["files"], a.get("reference_graph")] if (why := _file_problem(root, e))]
+    if bad:
+        ares["error"] = "; ".join(bad)
+        return ares
+    profile, batch, ref, y = t["profile"], d["batch"], d["ref"], d["y"]
+    try:
+        session = open_artifact(root / a["path"], threads, a.get("layout"))
+    except RuntimeUnavailable as exc:
+        ares["error"] = f"runtime unavailable: {exc}"
+        return ares
+    ares["runtime"] = f"{session.runtime} {session.version}"
+    label = numerics_label(profile, session.runtime, session.version, host)
+    same_isa = host["arch"] == profile["cpu"]["arch"]
+    golden = output_metrics(d["golden_ref"], run_all(session, d["golden_x"], batch)[0], None)
+    golden_ok = a["precision"] != "float32" or golden["sqnr_db"] >= FLOAT_GOLDEN_MIN_SQNR_DB
+    numerics = {label: output_metrics(ref, run_all(session, d["x"], batch)[0], y)}
+    gate_numerics = label
+    ref_graph = a.get("reference_graph")
+    if not same_isa and a["precision"] != "float32":
+        # This machine's kernels are not the device's: judge on the reference numerics.
+        try:
+            ref_session = reference_session(root / a["path"], a["precision"], a["runtime"], a.get("layout"),
+                                            root / ref_graph["path"] if ref_graph else None)
+            if ref_session is not None:
+                numerics["reference"] = output_metrics(ref, run_all(ref_session, d["x"], batch)[0], y)
+                gate_numerics = "reference"
+        except RuntimeUnavailable:
+            pass  # e.g. a TFLite-only device without onnxruntime
+    latency = None
+    if not emulated:  # emulated time says nothing about the device
+        latency = measure_latency(session, d["x"][:batch], warmup, runs)
+        latency.update({"measured_on": label, "cpu": host["cpu"], "arch": host["arch"]})
+    # size and weight ratios were measured at build time on these checksummed files
+    verdicts = evaluate_gates(t["gates"], metrics=numerics[gate_numerics], baseline=d["baseline"],
+                              precision=a["precision"], ratios=a, latency=latency,
+                              latency_is_device=label == "device-exact" and not emulated)
+    ares.update({"numerics": numerics, "gate_numerics": gate_numerics, "golden": golden, "golden_ok": golden_ok,
+                 "metrics": numerics[gate_numerics], "baseline": d["baseline"], "latency": latency,
+                 "gates": verdicts, "passed": golden_ok and all_passed(verdicts)})
+    return ares
+
+
+def summary_lines(result: dict) -> list[str]:
+    """One line per problem and per artifact, then the verdict: what the runner prints."""
+    lines = [f"FAIL {p['where']}: {p['reason']}" for p in result["problems"]]
+    for tname, t in result["targets"].items():
+        for a in t["artifacts"]:
+            m = a.get("metrics")
+            if m:
+                detail = (f"top-1 {m['top1']:.2f}% " if m.get("top1") is not None else "") + \
+                         f"SQNR {m['sqnr_db']:.1f} dB ({a['gate_numerics']} numerics, {a['runtime']})"
+                if a.get("golden_ok") is False:
+                    detail += f"; golden outputs differ from the float reference (SQNR {a['golden']['sqnr_db']:.1f} dB)"
+            else:
+                detail = a.get("error", "")
+            lines.append(f"{'PASS' if a['passed'] else 'FAIL'} {tname}/{a['kind']} {detail}")
+    lines.append("verified" if result["passed"] else "verification FAILED")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgepack.device", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("verify", help="verify a bundle's artifacts on this machine")
+    v.add_argument("bundle", type=Path)
+    v.add_argument("--target")
+    v.add_argument("--artifacts",
+                   help="comma-separated artifact kinds to verify (default: all), e.g. ort-float,ort-int8")
+    v.add_argument("--threads", type=int)
+    v.add_argument("--runs", type=int, default=50)
+    v.add_argument("--warmup", type=int, default=5)
+    v.add_argument("--json", type=Path, help="write the result here")
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.artifacts.split(",") if k.strip()] if args.artifacts else None
+    try:
+        result = verify_bundle(args.bundle, args.target, artifacts=kinds, threads=args.threads, warmup=args.warmup,
+                               runs=args.runs)
+        if args.json:
+            try:
+                args.json.write_text(dumps(result), encoding="utf-8")
+            except OSError as exc:
+                raise BundleError(f"{args.json}: cannot write the result ({exc.strerror})") from None
+    except EdgepackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(result)))
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

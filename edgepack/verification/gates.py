@@ -1,0 +1,56 @@
+"""Gate verdicts from measured numbers. Plain dicts in and out: the device runner uses it."""
+
+from __future__ import annotations
+
+# Precisions whose weights are 8-bit: the ones the size gates are meant for.
+EIGHT_BIT = ("int8", "dynamic-int8")
+
+
+def evaluate_gates(gates: dict, *, metrics: dict, baseline: dict, precision: str,
+                   ratios: dict | None, latency: dict | None, latency_is_device: bool) -> list[dict]:
+    """One verdict per configured gate: {gate, metric, direction, threshold, value, passed, note}.
+
+    `metric` names the measured quantity and `direction` says which way is better
+    ("higher" or "lower"), so a verdict can be read without knowing the gate's name.
+
+    `ratios` holds the artifact's `size_ratio` (file bytes) and `weight_ratio` (constant
+    payload bytes, see edgepack.inspection) against the float artifact of the same runtime.
+
+    `passed` is None when the gate cannot be judged from these numbers (e.g. a latency
+    gate when the latency was not measured on the device's kind of CPU); such a gate is
+    reported, not silently dropped, and does not fail the build.
+    """
+    verdicts = []
+    labelled = metrics.get("top1") is not None and baseline.get("top1") is not None
+    if gates.get("max_accuracy_drop") is not None and labelled:
+        drop = baseline["top1"] - metrics["top1"]
+        verdicts.append(_verdict("max_accuracy_drop", "top1_drop", "lower", gates["max_accuracy_drop"], round(drop, 4),
+                                 drop <= gates["max_accuracy_drop"], "top-1 points below float"))
+    if gates.get("min_sqnr_db") is not None and not labelled:
+        v = metrics["sqnr_db"]
+        verdicts.append(_verdict("min_sqnr_db", "sqnr_db", "higher", gates["min_sqnr_db"], v, v >= gates["min_sqnr_db"],
+                                 "output SQNR vs float (no labels)"))
+    ratios = ratios or {}
+    for gate, key, note in (("max_weight_ratio", "weight_ratio", "weight bytes vs the float artifact"),
+                            ("max_size_ratio", "size_ratio", "file bytes vs the float artifact")):
+        value = ratios.get(key)
+        if gates.get(gate) is not None and precision in EIGHT_BIT and value is not None:
+            verdicts.append(_verdict(gate, key, "lower", gates[gate], round(value, 4), value <= gates[gate], note))
+    if gates.get("max_latency_ms") is not None and latency is not None:
+        v = latency["p50_ms"]
+        if latency_is_device:
+            verdicts.append(_verdict("max_latency_ms", "latency_p50_ms", "lower", gates["max_latency_ms"], v,
+                                     v <= gates["max_latency_ms"], "p50"))
+        else:
+            verdicts.append(_verdict("max_latency_ms", "latency_p50_ms", "lower", gates["max_latency_ms"], v, None,
+                                     "not judged: latency was not measured on the device's CPU"))
+    return verdicts
+
+
+def all_passed(verdicts: list[dict]) -> bool:
+    return all(v["passed"] is not False for v in verdicts)
+
+
+def _verdict(gate, metric, direction, threshold, value, passed, note):
+    return {"gate": gate, "metric": metric, "direction": direction, "threshold": threshold, "value": value,
+            "passed": passed, "note": note}

@@ -1,0 +1,134 @@
+"""Host-side verification of artifacts against the float baseline.
+
+For each artifact it records up to two kinds of numbers and says which is which:
+- "host": the artifact file itself, run by this machine's runtime build (fused int8
+  kernels of this CPU). Equal to the device's numbers only when the device runs the same
+  kernels.
+- "reference": the artifact's QDQ graph executed op by op without graph optimisation, so
+  int8 math is dequantise → float op → requantise. It is the device-independent meaning of
+  the quantised model, free of any one CPU's kernel shortcuts.
+Latency is always host latency and labelled with the host CPU.
+
+`verify_target` assembles a target's manifest entry (plain JSON-ready dicts, validated
+against `edgepack.manifest.models.TargetEntry` by the caller): each artifact's files,
+I/O, size and weight ratios against the float artifact of the same runtime, and metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .gates import all_passed, evaluate_gates
+from .hostinfo import host_info, usable_cores
+from .metrics import measure_latency, output_metrics, run_all
+from .runtimes import open_artifact, open_session, reference_session
+
+
+@dataclass
+class Baseline:
+    outputs: list[np.ndarray]
+    metrics: dict
+
+
+def baseline_outputs(float_onnx, x: np.ndarray, labels, batch: int) -> Baseline:
+    """Float reference: the cleaned float ONNX in ONNX Runtime (fp32, 1 thread)."""
+    session = open_session(float_onnx, threads=1)
+    outs = run_all(session, x, batch)
+    metrics = output_metrics(outs[0], outs[0], labels)
+    for k in ("top1_agreement", "sqnr_db", "max_abs_error"):
+        metrics.pop(k)
+    return Baseline(outs, metrics)
+
+
+def verify_artifact(artifact, profile, baseline: Baseline, x, labels, batch: int, *, gates: dict,
+                    ratios: dict | None, warmup: int, runs: int, threads: int | None = None) -> dict:
+    """Measure one artifact; returns the manifest's per-artifact `metrics` block."""
+    threads = min(threads or profile.threads, usable_cores())
+    session = open_artifact(artifact.path, threads, artifact.layout)
+    numerics = {"host": output_metrics(baseline.outputs[0], run_all(session, x, batch)[0], labels)}
+    ref_session = reference_session(artifact.path, artifact.precision, artifact.runtime, artifact.layout,
+                                    artifact.reference_onnx)
+    if ref_session is not None:
+        numerics["reference"] = output_metrics(baseline.outputs[0], run_all(ref_session, x, batch)[0], labels)
+    latency = measure_latency(session, x[:batch], warmup, runs)
+    host = host_info()
+    latency.update({"measured_on": "host", "cpu": host["cpu"], "arch": host["arch"],
+                    "profile_threads": profile.threads})
+    same_isa = profile.matches_host()
+    # Gates read the numbers closest to the device: the host's own when the host runs the
+    # device's ISA family, otherwise the reference numerics.
+    gate_numerics = "host" if same_isa or "reference" not in numerics else "reference"
+    verdicts = evaluate_gates(gates, metrics=numerics[gate_numerics], baseline=baseline.metrics,
+                              precision=artifact.precision, ratios=ratios, latency=latency,
+                              latency_is_device=same_isa)
+    return {
+        "numerics": numerics,
+        "gate_numerics": gate_numerics,
+        "latency": latency,
+        "host_is_target_isa": same_isa,
+        "gates": verdicts,
+        "passed": all_passed(verdicts),
+        "runtime_version": session.version,
+        "io": session.io_json(),  # moved to the artifact entry by the pipeline
+    }
+
+
+def verify_target(profile, artifacts, baseline: Baseline, x, labels, batch: int, root: Path, *, gates: dict,
+                  float_onnx: Path, warmup: int, runs: int, threads: int | None, input_layout: str,
+                  weight_bytes, quantized_fraction, on_artifact=None) -> dict:
+    """A target's manifest entry. `weight_bytes(path)` and `quantized_fraction(path)` are
+    the build's inspectors (they need onnx and LiteRT's schema, which a device does not)."""
+    from ..manifest.jsonio import file_entry
+
+    weights = {a.path: weight_bytes(a.path) for a in artifacts}
+    floats = {a.runtime: a.path for a in artifacts if a.precision == "float32"}
+    entries = []
+    for a in artifacts:
+        if on_artifact:
+            on_artifact(a)
+        ref = floats.get(a.runtime, float_onnx)
+        ref_weights = weights[ref] if ref in weights else weight_bytes(ref)
+        ratios = {"size_ratio": a.path.stat().st_size / ref.stat().st_size,
+                  "weight_ratio": weights[a.path] / max(ref_weights, 1)}
+        metrics = verify_artifact(a, profile, baseline, x, labels, batch, gates=gates, ratios=ratios,
+                                  warmup=warmup, runs=runs, threads=threads)
+        session_io = metrics.pop("io")
+        inside = a.reference_onnx is not None and Path(a.reference_onnx).is_relative_to(root)
+        entries.append({
+            "kind": a.kind,
+            **file_entry(a.path, root),
+            "runtime": a.runtime,
+            "precision": a.precision,
+            "weight_bytes": weights[a.path],
+            **ratios,
+            "files": [file_entry(f, root) for f in a.extra_files],
+            "reference_graph": file_entry(a.reference_onnx, root) if inside else None,
+            "inputs": session_io["inputs"],
+            "outputs": session_io["outputs"],
+            "layout": a.layout or onnx_layout(session_io, input_layout),
+            "quantization": a.quantization,
+            "quantized_ops": (quantized_fraction(a.reference_onnx)
+                              if a.precision == "int8" and a.reference_onnx else None),
+            "metrics": metrics,
+        })
+    return {
+        "profile": profile.model_dump(mode="json"),
+        "threads": profile.threads,
+        "gates": gates,
+        "artifacts": entries,
+        "passed": all(e["metrics"]["passed"] for e in entries),
+    }
+
+
+def onnx_layout(session_io: dict, input_layout: str) -> dict:
+    """Layout block for an artifact whose tensors are laid out as in the ONNX graph."""
+    names = {2: "NC", 3: "NCL", 4: "NCHW"}
+
+    def entry(t, layout):
+        return {"name": t["name"], "layout": layout, "perm": list(range(len(t["shape"])))}
+
+    return {"inputs": [entry(t, input_layout) for t in session_io["inputs"]],
+            "outputs": [entry(t, names.get(len(t["shape"]), "ND")) for t in session_io["outputs"]]}

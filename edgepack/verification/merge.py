@@ -1,0 +1,126 @@
+"""Fold a device runner's result (a real device or an emulated one) into a manifest.
+
+`merge_device_result` is a pure function: manifest and result in, a new manifest out.
+Nothing the device found is dropped:
+- a file the device could not find or whose checksum differs, a golden input or output
+  that does not reproduce, a runtime that is not installed, a gate the device saw fail:
+  each becomes a failure of that artifact (or of the bundle), naming the device, the
+  runtime and the reason;
+- device-exact numbers become the numbers that artifact's accuracy gates read, and the
+  gates are re-evaluated from them here (a verdict is computed, never copied);
+- runs that are not device-exact are kept beside the host numbers for comparison.
+The bundle's status is then derived from everything it holds (`Manifest.with_verdict`).
+"""
+
+from __future__ import annotations
+
+from ..errors import BundleError
+from ..manifest.models import (
+    ArtifactEntry,
+    DeviceArtifactResult,
+    DeviceFailure,
+    DeviceRecord,
+    DeviceResult,
+    DeviceRun,
+    GateVerdict,
+    Manifest,
+    Problem,
+)
+from .gates import evaluate_gates
+
+NOT_EXACT_NOTE = "not device-exact (the runtime version differs from the profile's pin, or the ISA differs)"
+
+
+def describe_runner(result: DeviceResult) -> str:
+    """Where a device result was measured, in words: the emulated CPU or the device's CPU."""
+    if result.emulation:
+        return f"emulated {result.emulation.get('cpu', '?')} under {result.emulation.get('qemu', 'qemu')}"
+    runner = result.runner
+    return f"{runner.get('cpu', 'device')} ({runner.get('arch', '?')})"
+
+
+def merge_device_result(manifest: Manifest, result: DeviceResult, *, merged_utc: str) -> Manifest:
+    """A copy of `manifest` with `result` folded in (see the module doc).
+
+    Raises BundleError when the result is of another bundle or names a target or artifact
+    the bundle does not have."""
+    expected = f"{manifest.name}-{manifest.version}"
+    if result.bundle != expected:
+        raise BundleError(f"device result is of bundle {result.bundle!r}, not {expected!r}")
+    where = describe_runner(result)
+    targets = dict(manifest.targets)
+    exact_any = False
+    reported_failure = bool(result.problems)
+    for tname, tres in result.targets.items():
+        target = targets.get(tname)
+        if target is None:
+            raise BundleError(f"device result names target {tname!r}, which the bundle does not have "
+                              f"(has: {', '.join(targets)})")
+        by_kind = {a.kind: i for i, a in enumerate(target.artifacts)}
+        artifacts = list(target.artifacts)
+        for res in tres.artifacts:
+            if res.kind not in by_kind:
+                raise BundleError(f"device result names artifact {tname}/{res.kind}, which the bundle does not have")
+            i = by_kind[res.kind]
+            merged, exact, failed = _merge_artifact(artifacts[i], res, where, target.gates.model_dump(),
+                                                    manifest.baseline.metrics.model_dump())
+            artifacts[i] = merged
+            exact_any |= exact
+            reported_failure |= failed
+        targets[tname] = target.model_copy(update={"artifacts": artifacts})
+    problems = list(result.problems)
+    if not result.passed and not reported_failure:
+        # The runner said "failed" but gave no reason we can attach: keep its word.
+        problems.append(Problem(where="device run", reason="the device runner reported a failure without a reason"))
+    record = DeviceRecord(merged_utc=merged_utc, where=where, runner=result.runner, emulation=result.emulation,
+                          problems=problems, device_exact=exact_any, passed=result.passed)
+    out = manifest.model_copy(update={"targets": targets, "device_results": [*manifest.device_results, record]})
+    return out.with_verdict()
+
+
+def _merge_artifact(entry: ArtifactEntry, res: DeviceArtifactResult, where: str, gates: dict,
+                    baseline: dict) -> tuple[ArtifactEntry, bool, bool]:
+    """(merged entry, whether its numbers were device-exact, whether a failure was recorded)."""
+    m = entry.metrics
+    failures = list(m.device_failures)
+    update: dict = {}
+    fail = lambda reason: failures.append(DeviceFailure(where=where, runtime=res.runtime, reason=reason))  # noqa: E731
+    exact = False
+    if res.error is not None:
+        fail(res.error)
+    else:
+        if res.golden_ok is False:
+            sqnr = res.golden.sqnr_db if res.golden is not None else None
+            fail("golden outputs differ from the float reference"
+                 + (f" (SQNR {sqnr:.1f} dB)" if sqnr is not None else ""))
+        numbers = (res.numerics or {}).get("device-exact") if res.gate_numerics == "device-exact" else None
+        if numbers is not None:
+            exact = True
+            numbers = numbers.model_copy(update={"measured_on": where, "runtime": res.runtime,
+                                                 "emulated": "emulated" in where})
+            latency, latency_is_device = m.latency, m.host_is_target_isa
+            if res.latency is not None and "emulated" not in where:
+                latency = res.latency.model_copy(update={"measured_on": "device"})
+                latency_is_device = True
+                update["device_latency"] = latency
+            verdicts = evaluate_gates(gates, metrics=numbers.model_dump(), baseline=baseline,
+                                      precision=entry.precision,
+                                      ratios={"size_ratio": entry.size_ratio, "weight_ratio": entry.weight_ratio},
+                                      latency=latency.model_dump(), latency_is_device=latency_is_device)
+            update.update(numerics={**m.numerics, "device-exact": numbers}, gate_numerics="device-exact",
+                          gates=[GateVerdict.model_validate(v) for v in verdicts])
+        else:
+            update["device_runs"] = [*m.device_runs, DeviceRun(where=where, runtime=res.runtime,
+                                                               numerics=res.numerics, note=NOT_EXACT_NOTE)]
+            # Its gates read other numbers than the host's; a failure there is still a finding.
+            for v in res.gates or []:
+                if v.passed is False:
+                    fail(f"{v.gate}: {v.metric} = {v.value} on its {res.gate_numerics} numbers "
+                         f"(threshold {v.threshold})")
+        if not res.passed and len(failures) == len(m.device_failures) \
+                and not any(v.passed is False for v in update.get("gates", [])):
+            fail("the device runner marked this artifact failed")
+    update["device_failures"] = failures
+    merged = entry.model_copy(update={"metrics": m.model_copy(update=update)})
+    regated_fails = any(v.passed is False for v in update.get("gates", []))
+    return merged, exact, len(failures) > len(m.device_failures) or regated_fails
