@@ -27,12 +27,7 @@ def read_manifest(bundle: Path | str) -> Manifest:
     path = Path(bundle) / "manifest.json"
     if not path.is_file():
         raise BundleError(f"{bundle}: no manifest.json; expected an edgepack bundle folder")
-    try:
-        doc = read_json(path, MANIFEST_SCHEMA)
-    except (SchemaMismatch, ValueError) as exc:
-        raise BundleError(str(exc)) from None
-    except OSError as exc:
-        raise BundleError(f"{path}: cannot read ({exc.strerror})") from None
+    doc = _read_document(path, MANIFEST_SCHEMA, "the manifest")
     try:
         return Manifest.model_validate(doc)
     except ValidationError as exc:
@@ -65,10 +60,14 @@ def parse_device_result(doc, where: str) -> DeviceResult:
 
 def read_device_result(path: Path | str) -> DeviceResult:
     path = Path(path)
+    return parse_device_result(_read_document(path, DEVICE_RESULT_SCHEMA, "the device result"), str(path))
+
+
+def _read_document(path: Path, schema: str, what: str) -> dict:
+    """Parsed JSON with the expected schema; BundleError naming the file otherwise."""
     try:
-        doc = read_json(path, DEVICE_RESULT_SCHEMA)
+        return read_json(path, schema)
     except (SchemaMismatch, ValueError) as exc:
         raise BundleError(str(exc)) from None
     except OSError as exc:
-        raise BundleError(f"{path}: cannot read the device result ({exc.strerror or exc})") from None
-    return parse_device_result(doc, str(path))
+        raise BundleError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
