@@ -288,6 +288,8 @@ def _print_summary(m) -> None:
             lat = mt.device_latency or mt.latency
             table.add_row(f"  {a.kind}", f"{a.size_bytes / 1024:.1f}", value, mt.gate_numerics,
                           f"{lat.p50_ms:.3f}", "pass" if mt.passed else "[red]FAIL[/]")
+        for n in t.not_produced:
+            table.add_row(f"  {n.kind}", "–", "–", "not built", "–", "[red]FAIL[/]" if n.required else "skip")
     out.print(table)
     if labelled:
         out.print(f"float baseline top-1: {m.baseline.metrics.top1:.2f} %  (p50: host latency unless a device run "

@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .targets import ArtifactKind
 from .wording import (
     CALIBRATION_METHODS,
     DISTILL_MODES,
@@ -146,6 +147,9 @@ class VerifySection(_Strict):
     golden_samples: int = Field(5, ge=1)
     host_threads: int | None = Field(None, ge=1, description="override the profile threads")
     emulate: bool = Field(False, description="run targets of another ISA in an emulated device userland")
+    required_artifacts: list[ArtifactKind] | None = Field(
+        None, description="artifacts every target needs (default: each profile's required_artifacts, else all it "
+                          "lists); one that cannot be produced fails the build (exit 1) instead of being skipped")
 
 
 class GateOverrides(_Strict):

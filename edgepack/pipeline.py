@@ -27,7 +27,7 @@ from .preflight import preflight
 from .progress import Reporter
 from .stages.bundle import Staging, write_reference_data
 from .stages.data import Dataset, load_dataset
-from .stages.emit import GraphSet, writer_for
+from .stages.emit import GraphSet, emit_kinds, not_produced
 from .stages.graph import TensorSpec, clean_float_graph, io_specs, load_onnx, op_counts, parameter_count
 from .stages.quantize import Int8Graphs, quantized_ops, resolve_settings
 from .targets import TargetProfile, host_arch
@@ -99,6 +99,10 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         for profile in profiles:
             targets[profile.name] = _target(config, profile, float_path, int8, emit_cache, calib, base,
                                             x_eval, y_eval, batch, root, loaded.source, rep)
+        if not any(t.artifacts for t in targets.values()):  # nothing to ship: the model itself is the problem
+            first = next(n for t in targets.values() for n in t.not_produced)
+            raise ModelError(f"{loaded.source}: no artifact could be produced for any target; "
+                             f"{first.kind}: {first.reason}")
 
         manifest = Manifest(
             name=config.name,
@@ -230,22 +234,40 @@ def _measure_compression(compression: dict, float_path: Path, x, y, batch: int, 
 
 def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8: Int8Graphs, emit_cache: dict,
             calib: Dataset, base: Baseline, x, y, batch: int, root: Path, source: str, rep: Reporter) -> TargetEntry:
-    """Emit and verify one target's artifacts; its manifest entry."""
+    """Emit and verify one target's artifacts; its manifest entry.
+
+    Float artifacts come first: an operator a format cannot express is found there, in
+    seconds, and that format's int8 artifact is then not attempted (nor calibrated for)."""
     settings = resolve_settings(profile, config.quantization)
     target_dir = root / profile.name
     target_dir.mkdir()
-    qdq, ranges = None, None
-    if any(k in profile.artifacts for k in INT8_KINDS):
-        qdq, ranges = int8.get(settings)
-        if "ort-int8" in profile.artifacts:
-            shutil.copyfile(qdq, target_dir / "model.int8.qdq.onnx")
-            qdq = target_dir / "model.int8.qdq.onnx"
-    with rep.stage(f"{profile.name}: writing {', '.join(profile.artifacts)}") as tick:
-        graphs = GraphSet(float_onnx=float_path, int8_qdq=qdq, calibration=calib, quant_settings=settings,
-                          ranges=ranges, cache=emit_cache, progress=tick, source=source)
-        artifacts = []
-        for family in dict.fromkeys(k.split("-", 1)[0] for k in profile.artifacts):
-            artifacts += writer_for(family).emit(graphs, profile, target_dir)
+    float_kinds = [k for k in profile.artifacts if k not in INT8_KINDS]
+    int8_kinds = [k for k in profile.artifacts if k in INT8_KINDS]
+    with rep.stage(f"{profile.name}: writing {', '.join(float_kinds) or 'no float artifacts'}") as tick:
+        graphs = GraphSet(float_onnx=float_path, calibration=calib, cache=emit_cache, progress=tick, source=source)
+        artifacts, missing = emit_kinds(float_kinds, graphs, profile, target_dir)
+    refused = {m["kind"].split("-", 1)[0]: m for m in missing if m["op"]}
+    for kind in [k for k in int8_kinds if k.split("-", 1)[0] in refused]:
+        missing.append({**refused[kind.split("-", 1)[0]], "kind": kind})
+    int8_kinds = [k for k in int8_kinds if k.split("-", 1)[0] not in refused]
+    qdq = None
+    if int8_kinds:
+        try:
+            qdq, ranges = int8.get(settings)
+        except ModelError as exc:  # the ONNX quantiser's refusal costs every int8 artifact of this target
+            missing += [not_produced(k, exc) for k in int8_kinds]
+            int8_kinds = []
+        else:
+            if "ort-int8" in int8_kinds:
+                shutil.copyfile(qdq, target_dir / "model.int8.qdq.onnx")
+                qdq = target_dir / "model.int8.qdq.onnx"
+    if int8_kinds:
+        with rep.stage(f"{profile.name}: writing {', '.join(int8_kinds)}") as tick:
+            graphs = GraphSet(float_onnx=float_path, int8_qdq=qdq, calibration=calib, quant_settings=settings,
+                              ranges=ranges, cache=emit_cache, progress=tick, source=source)
+            produced, failed = emit_kinds(int8_kinds, graphs, profile, target_dir)
+        artifacts += produced
+        missing += failed
     gates = profile.gates.model_dump()
     gates.update({k: v for k, v in config.gates.model_dump().items() if v is not None})
     with rep.stage(f"{profile.name}: verifying {len(artifacts)} artifacts") as tick:
@@ -256,6 +278,11 @@ def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8:
                               weight_bytes=weight_bytes, quantized_fraction=quantized_ops,
                               on_artifact=lambda a: tick(next(done) - 1, len(artifacts)))
         tick(len(artifacts), len(artifacts))
+    order = {k: i for i, k in enumerate(profile.artifacts)}
+    entry["artifacts"].sort(key=lambda a: order[a["kind"]])
+    required = set(config.verify.required_artifacts or profile.required_artifacts or profile.artifacts)
+    entry["not_produced"] = [{**m, "required": m["kind"] in required}
+                             for m in sorted(missing, key=lambda m: order[m["kind"]])]
     entry["quantization_settings"] = settings.__dict__ if qdq is not None else None
     return TargetEntry.model_validate(entry)
 

@@ -115,7 +115,9 @@ def _onnx_input(config: BuildConfig, path: str, shown: str) -> tuple[list[Proble
                       "but edgepack supports single-input models"))], None
     vi = inputs[0]
     tt = vi.type.tensor_type
-    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+    # -1 (or 0) from some exporters marks a dynamic dimension, like a symbol
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
+                 for d in tt.shape.dim)
     try:
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else None
     except (KeyError, TypeError, ValueError):  # an element type numpy has no dtype for

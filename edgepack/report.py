@@ -115,6 +115,12 @@ def _target_section(tname: str, t, b, labelled: bool) -> list[str]:
                 lines.append(f"| | | | {kind}{used} | {acc}{_f(nm.top1_agreement)} | {_f(nm.sqnr_db, 1)} | | |")
         for f in mt.device_failures:
             lines.append(f"| | | | ❌ on {f.where} | " + ("| | " if labelled else "") + f"{f.reason} | | | |")
+    if t.not_produced:
+        lines += ["", "Not produced:", ""]
+        for n in t.not_produced:
+            where = f" (node `{n.node}`, op `{n.op}`)" if n.node else ""
+            need = "required: the target fails" if n.required else "not required"
+            lines.append(f"- `{n.kind}`{where} — {need}. {n.reason}")
     return lines
 
 

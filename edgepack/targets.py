@@ -95,6 +95,9 @@ class TargetProfile(_Strict):
     gates: Gates = Gates()
     device_runtime: DeviceRuntime = DeviceRuntime()
     round_to: int = Field(8, ge=1, description="SIMD-friendly channel multiple for pruning")
+    required_artifacts: tuple[ArtifactKind, ...] | None = Field(
+        None, description="artifacts the release cannot do without (default: every listed artifact); one that "
+                          "cannot be produced then fails the build (exit 1, bundle written and marked failed)")
 
     @property
     def has_int8_dot_product(self) -> bool:

@@ -72,6 +72,27 @@ def test_dynamic_batch_with_input_shape_builds(tmp_path, tiny_dynamic_model, tin
     assert json.loads(proc.stdout)["name"] == "tiny_dyn"
 
 
+def test_minus_one_dims_are_dynamic(tmp_path, tiny_dynamic_model, tiny_calib, no_size_gate_profile):
+    """Some exporters write -1 for a dynamic dimension: it is dynamic, so --input-shape fixes it."""
+    import onnx
+
+    m = onnx.load(str(tiny_dynamic_model))
+    m.graph.input[0].type.tensor_type.shape.dim[0].Clear()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    path = tmp_path / "minus_one.onnx"
+    onnx.save(m, str(path))
+    out = tmp_path / "out"
+    refused = cli("build", "--onnx", path, "--calib", tiny_calib, "--targets", no_size_gate_profile, "--out", out)
+    assert_clean_refusal(refused, out, "dynamic")
+    proc = cli("build", "--onnx", path, "--input-shape", "2,3,8,8", "--calib", tiny_calib,
+               "--targets", no_size_gate_profile, "--out", out, "--latency-runs", "2")
+    assert proc.returncode == 0, explain(proc)
+    import json
+
+    manifest = json.loads((out / "minus_one-0.1.0" / "manifest.json").read_text())
+    assert manifest["model"]["inputs"][0]["shape"] == [2, 3, 8, 8]
+
+
 @pytest.mark.parametrize("name, array, needle", [
     # neutral file names, so the needle can only come from the message itself
     ("c1.npy", models.tiny_inputs(8)[:, :1], "expects [1, 3, 8, 8]"),

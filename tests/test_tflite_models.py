@@ -4,6 +4,7 @@ the embedded example, and what a build does with an operator TFLite cannot expre
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -181,21 +182,57 @@ def test_nchw_io_layout_on_request(tmp_path, unseen_onnx, digits16):
     assert cli("verify", bundle, "--target", "rpi4", "--runs", "3").returncode == 0
 
 
-def test_unsupported_operator_fails_the_build_naming_it(tmp_path, digits16):
-    """A graph with an op TFLite cannot express: exit 2, op and node named, no bundle."""
+def _topk_model(path: Path) -> Path:
+    """A graph with an op TFLite cannot express (TopK); ONNX Runtime runs it."""
     x = helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [1, 1, 16, 16])
     y = helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, [1, 4])
     idx = helper.make_tensor_value_info("idx", onnx.TensorProto.INT64, [1, 4])
     k = helper.make_tensor("k", onnx.TensorProto.INT64, [1], [4])
     shape = helper.make_tensor("shape", onnx.TensorProto.INT64, [2], [1, 256])
+    rng = np.random.default_rng(0)  # weights enough for int8 to shrink them below the 0.3x gate
+    w = onnx.numpy_helper.from_array(rng.normal(0, 0.1, (64, 256)).astype(np.float32), "w")
+    b = onnx.numpy_helper.from_array(np.zeros(64, np.float32), "b")
     nodes = [helper.make_node("Reshape", ["image", "shape"], ["flat"]),
-             helper.make_node("TopK", ["flat", "k"], ["scores", "idx"], name="pick_top4")]
-    g = helper.make_graph(nodes, "topk", [x], [y, idx], initializer=[k, shape])
-    path = tmp_path / "topk.onnx"
+             helper.make_node("Gemm", ["flat", "w", "b"], ["dense"], transB=1),
+             helper.make_node("TopK", ["dense", "k"], ["scores", "idx"], name="pick_top4")]
+    g = helper.make_graph(nodes, "topk", [x], [y, idx], initializer=[k, shape, w, b])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_unsupported_operator_costs_that_artifact_not_the_build(tmp_path, digits16):
+    """TFLite cannot express TopK: the TFLite artifacts are recorded as not produced (node and
+    op named), everything else is built and verified, and the required ones fail the build."""
+    path = _topk_model(tmp_path / "topk.onnx")
     out = tmp_path / "dist"
-    proc = cli("build", "--onnx", path, "--calib", digits16.calib_npy, "--targets", "rpi4", "--out", out)
-    assert proc.returncode == 2, proc.stderr
-    line = proc.stderr.strip()
-    assert "\n" not in line and "TopK" in line and "pick_top4" in line and "supported" in line, line
-    assert not out.exists() or not any(p.name.startswith(("topk", ".topk")) for p in out.iterdir())
+    proc = cli("build", "--onnx", path, "--calib", digits16.calib_npy, "--targets", "rpi4,x86-64", "--out", out,
+               "--latency-runs", "3")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    m = load_manifest(out / "topk-0.1.0")
+    rpi4 = m["targets"]["rpi4"]
+    assert [a["kind"] for a in rpi4["artifacts"]] == ["ort-float", "ort-int8"]
+    missing = {n["kind"]: n for n in rpi4["not_produced"]}
+    assert set(missing) == {"tflite-float32", "tflite-int8"}
+    for n in missing.values():
+        assert (n["op"], n["node"], n["required"]) == ("TopK", "pick_top4", True), n
+    assert m["targets"]["x86-64"]["passed"] is True and m["targets"]["x86-64"]["not_produced"] == []
+    assert {(f["source"], f["target"], f["artifact"]) for f in m["failures"]} == \
+        {("build", "rpi4", "tflite-float32"), ("build", "rpi4", "tflite-int8")}
+    assert "pick_top4" in (out / "topk-0.1.0" / "report.md").read_text()
+    assert "not built" in proc.stdout
+    # what was built verifies from the bundle alone
+    assert cli("verify", out / "topk-0.1.0", "--runs", "2").returncode == 0
+
+
+def test_required_artifacts_decide_whether_a_missing_one_fails(tmp_path, digits16):
+    from edgepack.api import build
+
+    path = _topk_model(tmp_path / "topk.onnx")
+    result = build({"name": "topk", "out": str(tmp_path / "dist"), "targets": ["rpi4"], "model": {"onnx": str(path)},
+                    "data": {"calibration": str(digits16.calib_npy)},
+                    "verify": {"latency_runs": 2, "required_artifacts": ["ort-float", "ort-int8"]}})
+    assert result.passed and result.exit_code == 0, [f.text() for f in result.failures]
+    t = result.manifest.targets["rpi4"]
+    assert [n.kind for n in t.not_produced] == ["tflite-float32", "tflite-int8"]
+    assert not any(n.required for n in t.not_produced)

@@ -211,12 +211,24 @@ class GateThresholds(_Model):
     max_size_ratio: float | None = None
 
 
+class NotProduced(_Model):
+    """An artifact the profile asks for that could not be produced: the format cannot express
+    an operator, or a quantiser refused the model. The other artifacts are built regardless."""
+
+    kind: str
+    reason: str
+    node: str | None = Field(None, description="the graph node that stopped it, when one did")
+    op: str | None = Field(None, description="that node's operator")
+    required: bool = Field(description="whether the release needs it (profile or config required_artifacts)")
+
+
 class TargetEntry(_Model):
     profile: TargetProfile
     threads: int
     gates: GateThresholds = Field(description="the thresholds in force: profile defaults with config overrides")
     quantization_settings: dict[str, Any] | None = None
     artifacts: list[ArtifactEntry]
+    not_produced: list[NotProduced] = []
     passed: bool
 
     def artifact(self, kind: str) -> ArtifactEntry:
@@ -229,7 +241,7 @@ class TargetEntry(_Model):
 class Failure(_Model):
     """Why a bundle is marked failed: one gate, one device finding, or one bundle-level problem."""
 
-    source: Literal["gate", "device", "bundle"]
+    source: Literal["gate", "device", "bundle", "build"]
     target: str | None = None
     artifact: str | None = None
     gate: str | None = None
@@ -350,6 +362,10 @@ class Manifest(_Model):
         """Every reason this bundle fails, derived from the recorded verdicts and device runs."""
         out: list[Failure] = []
         for tname, t in self.targets.items():
+            for n in t.not_produced:
+                if n.required:
+                    out.append(Failure(source="build", target=tname, artifact=n.kind,
+                                       reason=f"not produced: {n.reason}"))
             for a in t.artifacts:
                 m = a.metrics
                 for v in m.gates:
@@ -377,7 +393,7 @@ class Manifest(_Model):
             for a in t.artifacts:
                 ok = all(v.passed is not False for v in a.metrics.gates) and not a.metrics.device_failures
                 artifacts.append(a.model_copy(update={"metrics": a.metrics.model_copy(update={"passed": ok})}))
-            bundle_level = any(f.target == tname and f.artifact is None for f in failures)
+            bundle_level = any(f.target == tname and (f.artifact is None or f.source == "build") for f in failures)
             targets[tname] = t.model_copy(update={"artifacts": artifacts,
                                                   "passed": (all(a.metrics.passed for a in artifacts)
                                                              and not bundle_level)})

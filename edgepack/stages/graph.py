@@ -56,8 +56,11 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 def _dims(vi: onnx.ValueInfoProto) -> list[int | str | None]:
     out = []
     for d in vi.type.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
+        # Some exporters write -1 (or 0) for a dynamic dimension: that is not a size.
+        if d.HasField("dim_value") and d.dim_value > 0:
             out.append(d.dim_value)
+        elif d.HasField("dim_value"):
+            out.append("?")
         elif d.HasField("dim_param"):
             out.append(d.dim_param)
         else:
