@@ -276,6 +276,35 @@ class CompressSection(_Strict):
         return self
 
 
+class TaskSection(_Strict):
+    """[task]: what the model is for, so artifacts are judged on it (edgepack.verification.tasks)."""
+
+    name: Literal["classification", "detection", "segmentation", "embedding", "sequence", "regression"]
+    options: dict[str, Any] = Field({}, description="the task's options, e.g. detection layout and thresholds")
+    gates: dict[str, float] = Field({}, description="metric -> threshold, overriding the task's default gates")
+
+    @model_validator(mode="after")
+    def _task_builds(self):
+        from .verification.tasks import make_task  # numpy only
+
+        try:
+            defaults = {g["metric"] for g in make_task(self.name, self.options).default_gates()}
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        unknown = sorted(set(self.gates) - defaults)
+        if unknown:
+            raise ValueError(f"task {self.name!r} has no default gate on {', '.join(map(repr, unknown))}; "
+                             f"its gated metrics: {', '.join(sorted(defaults))}")
+        return self
+
+    def task_gates(self) -> list[dict]:
+        """The task's default gates with this section's thresholds."""
+        from .verification.tasks import make_task
+
+        gates = make_task(self.name, self.options).default_gates()
+        return [{**g, "threshold": self.gates.get(g["metric"], g["threshold"])} for g in gates]
+
+
 class BuildConfig(_Strict):
     name: str
     version: str = "0.1.0"
@@ -289,6 +318,7 @@ class BuildConfig(_Strict):
     gates: GateOverrides = GateOverrides()
     verify: VerifySection = VerifySection()
     compress: CompressSection = CompressSection()
+    task: TaskSection | None = None
 
     # Where relative paths were resolved against, and how problems are worded (set by
     # load_config / config_from_dict; a BuildConfig made directly uses the current folder).

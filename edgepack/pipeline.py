@@ -33,6 +33,7 @@ from .stages.quantize import Int8Graphs, quantized_ops, resolve_settings
 from .targets import TargetProfile, host_arch
 from .verification.host import Baseline, baseline_outputs, verify_target
 from .verification.hostinfo import host_info, tool_versions
+from .verification.tasks import make_task
 
 INT8_KINDS = ("ort-int8", "tflite-int8")
 
@@ -87,7 +88,8 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         x_eval, y_eval = evalset.x[:n_eval], (None if evalset.y is None else evalset.y[:n_eval])
 
         with rep.stage(f"float baseline ({n_eval} samples)"):
-            base = baseline_outputs(float_path, x_eval, y_eval, batch)
+            task = make_task(config.task.name, config.task.options) if config.task else None
+            base = baseline_outputs(float_path, x_eval, y_eval, batch, task)
             golden, reference_data = write_reference_data(root, x_eval, y_eval, base.outputs, batch,
                                                           config.verify.golden_samples)
         if compression is not None:
@@ -116,7 +118,8 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
             host=host_info(),
             source={"kind": _source_kind(config), "path": config.portable_path(_source(config)),
                     "sha256": source_sha256(_source(config))},
-            model={"inputs": [dict(s.to_json(), layout=config.model.input_layout) for s in inputs],
+            model={"task": config.task.model_dump(include={"name", "options"}) if config.task else None,
+                   "inputs": [dict(s.to_json(), layout=config.model.input_layout) for s in inputs],
                    "outputs": [s.to_json() for s in outputs], "batch": batch,
                    "parameters": parameter_count(float_model), "op_counts": op_counts(float_model)},
             baseline={**file_entry(float_path, root), "runtime": "onnxruntime", "precision": "float32",
@@ -270,6 +273,12 @@ def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8:
         missing += failed
     gates = profile.gates.model_dump()
     gates.update({k: v for k, v in config.gates.model_dump().items() if v is not None})
+    if config.task is not None:
+        gates["task"] = config.task.task_gates()
+        if config.task.name != "classification" and config.gates.min_sqnr_db is None:
+            # one SQNR over a whole output misjudges what is not a classifier (a detector's box
+            # coordinates drown its class scores): the task's gates judge it instead
+            gates["min_sqnr_db"] = None
     with rep.stage(f"{profile.name}: verifying {len(artifacts)} artifacts") as tick:
         done = iter(range(1, len(artifacts) + 1))
         entry = verify_target(profile, artifacts, base, x, y, batch, root, gates=gates, float_onnx=float_path,

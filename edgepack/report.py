@@ -113,6 +113,14 @@ def _target_section(tname: str, t, b, labelled: bool) -> list[str]:
                              f"{kind}{used} | {acc}{_f(nm.top1_agreement)} | {_f(nm.sqnr_db, 1)} | {lat_s} | {gates} |")
             else:
                 lines.append(f"| | | | {kind}{used} | {acc}{_f(nm.top1_agreement)} | {_f(nm.sqnr_db, 1)} | | |")
+        gated = mt.numerics[mt.gate_numerics]
+        if gated.task:
+            shown = ", ".join(f"{k} {_f(v.value)}{(' ' + v.unit) if v.unit else ''} "
+                              f"({'↑' if v.direction == 'higher' else '↓'})" for k, v in gated.task.items())
+            lines.append("| | | | task | " + ("| | " if labelled else "") + f"{shown} | | | |")
+        if len(gated.outputs) > 1:
+            shown = "; ".join(f"`{o.name}` {_f(o.sqnr_db, 1)} dB, cos {_f(o.cosine, 4)}" for o in gated.outputs)
+            lines.append("| | | | per output | " + ("| | " if labelled else "") + f"{shown} | | | |")
         for f in mt.device_failures:
             lines.append(f"| | | | ❌ on {f.where} | " + ("| | " if labelled else "") + f"{f.reason} | | | |")
     if t.not_produced:

@@ -95,8 +95,28 @@ class Layout(_Model):
     outputs: list[LayoutEntry]
 
 
+class OutputNumerics(_Model):
+    """One model output of an artifact against the same output of the float model."""
+
+    name: str
+    sqnr_db: Num
+    cosine: Num
+    max_abs_error: Num
+
+
+class TaskMetric(_Model):
+    value: Num
+    direction: Literal["higher", "lower"]
+    unit: str = ""
+    note: str = ""
+
+
 class Numerics(_Model):
-    """One artifact's outputs against the float reference outputs on the evaluation data."""
+    """One artifact's outputs against the float reference outputs on the evaluation data.
+
+    The top-level numbers are the classification view of output 0; `outputs` measures every
+    output on its own, and `task` holds the model task's metrics (detections matched to
+    float, mask IoU, embedding cosine, decoded sequences, ...)."""
 
     samples: int
     top1_agreement: Num = Field(description="percent of samples where artifact and float pick the same class")
@@ -104,6 +124,8 @@ class Numerics(_Model):
     max_abs_error: Num
     top1: Num | None = None
     top5: Num | None = None
+    outputs: list[OutputNumerics] = []
+    task: dict[str, TaskMetric] = {}
     # Set on device-exact numbers merged from a device run.
     measured_on: str | None = None
     runtime: str | None = None
@@ -203,7 +225,21 @@ class ArtifactEntry(_Model):
         return [own, *self.files, *([self.reference_graph] if self.reference_graph else [])]
 
 
+class TaskGate(_Model):
+    metric: str
+    direction: Literal["higher", "lower"]
+    threshold: float
+
+
+class TaskSpec(_Model):
+    """The model's task and its options (see edgepack.verification.tasks)."""
+
+    name: str
+    options: dict[str, Any] = {}
+
+
 class GateThresholds(_Model):
+    task: list[TaskGate] = Field([], description="gates on the task's metrics")
     max_accuracy_drop: float | None = None
     min_sqnr_db: float | None = None
     max_latency_ms: float | None = None
@@ -294,6 +330,7 @@ class Source(_Model):
 
 
 class ModelInfo(_Model):
+    task: TaskSpec | None = None
     inputs: list[Tensor]
     outputs: list[Tensor]
     batch: int

@@ -44,7 +44,26 @@ def evaluate_gates(gates: dict, *, metrics: dict, baseline: dict, precision: str
         else:
             verdicts.append(_verdict("max_latency_ms", "latency_p50_ms", "lower", gates["max_latency_ms"], v, None,
                                      "not judged: latency was not measured on the device's CPU"))
+    verdicts += _task_verdicts(gates.get("task") or [], metrics.get("task"))
     return verdicts
+
+
+def _task_verdicts(task_gates: list[dict], measured: dict | None) -> list[dict]:
+    """Gates on the task's metrics (detections matched to float, mask IoU, cosine, ...).
+    A metric that is nan (could not be judged, e.g. nothing to compare) fails its gate."""
+    out = []
+    for g in task_gates:
+        name, direction, threshold = g["metric"], g["direction"], g["threshold"]
+        m = (measured or {}).get(name)
+        if m is None:
+            out.append(_verdict(f"task:{name}", name, direction, threshold, None, None,
+                                "not judged: the task did not report this metric"))
+            continue
+        v = m["value"]
+        ok = (v >= threshold) if direction == "higher" else (v <= threshold)
+        out.append(_verdict(f"task:{name}", name, direction, threshold, v, bool(ok and v == v),
+                            m.get("note") or f"task metric ({m.get('unit') or 'value'})"))
+    return out
 
 
 def all_passed(verdicts: list[dict]) -> bool:

@@ -24,6 +24,7 @@ import numpy as np
 from .gates import all_passed, evaluate_gates
 from .hostinfo import host_info, usable_cores
 from .metrics import measure_latency, output_metrics, run_all
+from .metrics import numerics as numerics_of
 from .runtimes import open_artifact, open_session, reference_session
 
 
@@ -31,16 +32,18 @@ from .runtimes import open_artifact, open_session, reference_session
 class Baseline:
     outputs: list[np.ndarray]
     metrics: dict
+    output_names: list[str]
+    task: object = None  # the model's task (edgepack.verification.tasks), or None
 
 
-def baseline_outputs(float_onnx, x: np.ndarray, labels, batch: int) -> Baseline:
+def baseline_outputs(float_onnx, x: np.ndarray, labels, batch: int, task=None) -> Baseline:
     """Float reference: the cleaned float ONNX in ONNX Runtime (fp32, 1 thread)."""
     session = open_session(float_onnx, threads=1)
     outs = run_all(session, x, batch)
     metrics = output_metrics(outs[0], outs[0], labels)
     for k in ("top1_agreement", "sqnr_db", "max_abs_error"):
         metrics.pop(k)
-    return Baseline(outs, metrics)
+    return Baseline(outs, metrics, [o.name for o in session.outputs], task)
 
 
 def verify_artifact(artifact, profile, baseline: Baseline, x, labels, batch: int, *, gates: dict,
@@ -48,11 +51,17 @@ def verify_artifact(artifact, profile, baseline: Baseline, x, labels, batch: int
     """Measure one artifact; returns the manifest's per-artifact `metrics` block."""
     threads = min(threads or profile.threads, usable_cores())
     session = open_artifact(artifact.path, threads, artifact.layout)
-    numerics = {"host": output_metrics(baseline.outputs[0], run_all(session, x, batch)[0], labels)}
+    calls = len(x) // batch
+
+    def measure(s):
+        return numerics_of(baseline.outputs, run_all(s, x, batch), labels, calls, baseline.task,
+                           baseline.output_names)
+
+    numerics = {"host": measure(session)}
     ref_session = reference_session(artifact.path, artifact.precision, artifact.runtime, artifact.layout,
                                     artifact.reference_onnx)
     if ref_session is not None:
-        numerics["reference"] = output_metrics(baseline.outputs[0], run_all(ref_session, x, batch)[0], labels)
+        numerics["reference"] = measure(ref_session)
     latency = measure_latency(session, x[:batch], warmup, runs)
     host = host_info()
     latency.update({"measured_on": "host", "cpu": host["cpu"], "arch": host["arch"],

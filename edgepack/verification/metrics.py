@@ -84,3 +84,36 @@ def measure_latency(session, sample: np.ndarray, warmup: int, runs: int) -> dict
         "p99_ms": float(np.percentile(ms, 99)),
         "mean_ms": float(ms.mean()),
     }
+
+
+def cosine(reference: np.ndarray, test: np.ndarray) -> float:
+    """Cosine similarity of two whole outputs (1.0 when both are zero)."""
+    a, b = reference.astype(np.float64).ravel(), test.astype(np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 and nb == 0:
+        return 1.0
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def stacked(outputs: list[np.ndarray], calls: int) -> list[np.ndarray]:
+    """Outputs concatenated over calls (`run_all`) as (calls, *one call's output shape)."""
+    return [o.reshape(calls, o.shape[0] // calls, *o.shape[1:]) for o in outputs]
+
+
+def numerics(reference: list[np.ndarray], test: list[np.ndarray], labels: np.ndarray | None, calls: int,
+             task=None, output_names: list[str] | None = None) -> dict:
+    """Every number of an artifact's outputs against the float reference outputs.
+
+    The classification view of output 0 (agreement, SQNR, accuracy with labels) as before;
+    `outputs`: SQNR, cosine and max error of every output on its own; `task`: the task's
+    metrics (see tasks.py) when the model has a task."""
+    m = output_metrics(reference[0], test[0], labels)
+    names = output_names or [f"output_{i}" for i in range(len(reference))]
+    m["outputs"] = [{"name": n, "sqnr_db": sqnr_db(r, t), "cosine": cosine(r, t), "max_abs_error": max_abs_error(r, t)}
+                    for n, r, t in zip(names, reference, test)]
+    if task is not None:
+        task_labels = labels if task.name == "classification" else None
+        m["task"] = task.measure(stacked(reference, calls), stacked(test, calls), task_labels)
+    return m

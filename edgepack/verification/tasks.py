@@ -23,6 +23,7 @@ runs user code and is loaded by the caller, not here.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -102,7 +103,7 @@ def _choice(*values):
     return lambda v: any(type(v) is type(x) and v == x for x in values), " or ".join(repr(x) for x in values)
 
 
-class Task:
+class Task(ABC):
     """A model task: options in, named metrics of an artifact against the float model out."""
 
     name = ""
@@ -123,8 +124,9 @@ class Task:
                 raise ValueError(f"task {self.name!r}: option {key!r} must be {expected}, got {value!r}")
             self.options[key] = value
 
+    @abstractmethod
     def measure(self, reference: list[np.ndarray], test: list[np.ndarray], labels=None) -> dict[str, dict]:
-        raise NotImplementedError
+        """Named metrics of `test` (an artifact's outputs) against `reference` (float's)."""
 
     def default_gates(self) -> list[dict]:
         return []
