@@ -659,7 +659,7 @@ REJECTED = {
     "gemm_transA": lambda g: g.op("Gemm", g.input("a", [5, 3]), g.random((5, 4)), transA=1, name="the_gemm"),
     "gemm_full_C": lambda g: g.op("Gemm", g.input("a", [3, 5]), g.random((5, 4)), g.random((3, 4)), name="the_gemm"),
     "elu_alpha": lambda g: g.op("Elu", conv_out(g), alpha=0.5, name="the_elu"),
-    "cast_to_int": lambda g: g.op("Cast", conv_out(g), to=7, name="the_cast"),
+    "cast_to_float16": lambda g: g.op("Cast", conv_out(g), to=10, name="the_cast"),
     "clip_variable_bound": lambda g: g.op("Clip", img(g), g.input("lo", []), name="the_clip"),
     "resize_inexact_scale": lambda g: g.op("Resize", conv_out(g), "", g.const(np.asarray([1, 1, 1.7, 1.7], np.float32)),
                                            mode="linear", name="the_resize"),
@@ -686,7 +686,7 @@ REJECTED = {
                                       name="the_maxpool"),
     "avgpool_same_lower_exclude_pad": lambda g: g.op("AveragePool", conv_out(g), kernel_shape=[2, 2],
                                                      auto_pad="SAME_LOWER", name="the_avgpool"),
-    "conv_1d": lambda g: g.op("Conv", g.input("x", [1, 4, 9]), g.random((3, 4, 3)), name="the_conv"),
+    "conv_3d": lambda g: g.op("Conv", g.input("x", [1, 2, 4, 4, 4]), g.random((3, 2, 2, 2, 2)), name="the_conv"),
 }
 
 

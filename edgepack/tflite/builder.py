@@ -24,6 +24,9 @@ _TYPES = {
     np.dtype(np.bool_): schema.TensorType.BOOL,
 }
 
+# Ops whose kernels LiteRT registers from a version above 1.
+_MIN_VERSION = {schema.BuiltinOperator.BROADCAST_TO: 2}
+
 TENSOR_TYPE_NAMES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 OPERATOR_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
@@ -88,7 +91,7 @@ class ModelBuilder:
             code = schema.OperatorCodeT()
             code.builtinCode = builtin
             code.deprecatedBuiltinCode = min(builtin, schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
-            code.version = 1
+            code.version = _MIN_VERSION.get(builtin, 1)
             self.model.operatorCodes.append(code)
             self._opcodes[builtin] = len(self.model.operatorCodes) - 1
         return self._opcodes[builtin]

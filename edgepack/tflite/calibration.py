@@ -17,10 +17,12 @@ from __future__ import annotations
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from ..errors import DataError
+
 BOP = schema.BuiltinOperator
 # Ops whose output values are a subset/rearrangement of their first input's values.
 _SAME_RANGE = {BOP.RESHAPE, BOP.TRANSPOSE, BOP.SQUEEZE, BOP.EXPAND_DIMS, BOP.STRIDED_SLICE, BOP.SLICE,
-               BOP.SPLIT, BOP.SPLIT_V, BOP.MAX_POOL_2D, BOP.MIRROR_PAD, BOP.GATHER}
+               BOP.SPLIT, BOP.SPLIT_V, BOP.MAX_POOL_2D, BOP.MIRROR_PAD, BOP.GATHER, BOP.BROADCAST_TO, BOP.TILE}
 
 
 def _const(model, tensor):
@@ -78,7 +80,7 @@ def assign_ranges(model, onnx_ranges: dict[str, tuple[float, float]]) -> list[in
         if i in ranges:
             q = schema.QuantizationParametersT()
             lo, hi = ranges[i]
-            q.min, q.max = [float(lo)], [float(hi)]
+            q.min, q.max = _usable(lo, hi)
             t.quantization = q
         else:
             missing.append(i)
@@ -114,7 +116,10 @@ def _forward(model, c, op, src, g):
 
 
 def measure_ranges(model_bytes: bytes, indices: list[int], samples) -> dict[int, tuple[float, float]]:
-    """Global min/max of the given tensors over the samples, on the float TFLite model."""
+    """Global min/max of the given tensors over the samples, on the float TFLite model.
+
+    Each sample is one model call: an array (single-input models) or a dict input name ->
+    array, in the TFLite input layout."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from ..verification.runtimes.litert import _quiet_stderr
@@ -124,10 +129,11 @@ def measure_ranges(model_bytes: bytes, indices: list[int], samples) -> dict[int,
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
                          experimental_preserve_all_tensors=True)
         it.allocate_tensors()
-    inp = it.get_input_details()[0]["index"]
+    inputs = it.get_input_details()
     out: dict[int, tuple[float, float]] = {}
     for x in samples:
-        it.set_tensor(inp, np.ascontiguousarray(x, np.float32))
+        for d, arr in zip(inputs, feed_list(inputs, x)):
+            it.set_tensor(d["index"], np.ascontiguousarray(arr, d["dtype"]))
         it.invoke()
         for i in indices:
             view = it.tensor(i)()
@@ -139,8 +145,119 @@ def measure_ranges(model_bytes: bytes, indices: list[int], samples) -> dict[int,
     return out
 
 
+def feed_list(inputs: list[dict], sample) -> list[np.ndarray]:
+    """One sample as arrays in the order of the interpreter's `inputs` (its input details)."""
+    if not isinstance(sample, dict):
+        if len(inputs) != 1:
+            raise DataError(f"the model has {len(inputs)} inputs ({', '.join(d['name'] for d in inputs)}); "
+                            "each calibration sample must be a dict of input name -> array")
+        return [sample]
+    missing = [d["name"] for d in inputs if d["name"] not in sample]
+    if missing:
+        raise DataError(f"calibration sample has no array for input(s) {', '.join(missing)} "
+                        f"(it has {', '.join(sample)})")
+    return [sample[d["name"]] for d in inputs]
+
+
+_FINITE = 1e30
+
+
+def _usable(lo: float, hi: float) -> tuple[list[float], list[float]]:
+    """A range the quantiser can turn into a scale: one that held only zeros during
+    calibration (e.g. a padding mask's bias when no sample was padded) would give scale 0,
+    which LiteRT's kernels refuse; it gets a tiny width instead. Infinite ends are cut."""
+    lo, hi = max(float(lo), -_FINITE), min(float(hi), _FINITE)  # a -inf mask bias: saturate instead
+    if min(lo, 0.0) == max(hi, 0.0):
+        hi = 1e-6
+    return [lo], [hi]
+
+
 def set_ranges(model, measured: dict[int, tuple[float, float]]) -> None:
     for i, (lo, hi) in measured.items():
         q = schema.QuantizationParametersT()
-        q.min, q.max = [float(lo)], [float(hi)]
+        q.min, q.max = _usable(lo, hi)
         model.subgraphs[0].tensors[i].quantization = q
+
+
+# A padding mask enters attention as a huge negative bias (-1e4, -1e9, float min, -inf)
+# added to the scores before SOFTMAX. A calibrated range that spans it leaves the real
+# scores a few int8 steps (scale ~40 for -1e4): attention goes uniform. Softmax ignores
+# what lies far below a row's maximum, so the range is cut to the scores' own plus this
+# margin; masked positions then saturate at ≥ MASK_MARGIN below every row's maximum
+# (weight < e^-10). The bias itself is cut likewise (an extreme scale ratio between the
+# ADD's operands would make LiteRT's int8 ADD abort).
+MASK_MARGIN = 10.0
+_HUGE_NEGATIVE = -1e3
+_LAYOUT_OPS = (BOP.RESHAPE, BOP.TRANSPOSE, BOP.SQUEEZE, BOP.EXPAND_DIMS)
+
+
+def tame_softmax_inputs(model) -> list[str]:
+    """Narrow the ranges of SOFTMAX inputs that are masked scores (ADD of a huge negative
+    bias, or SELECT_V2 with one), of the layout-only ops in between, and of the bias.
+    Returns the names of the tensors changed."""
+    g = model.subgraphs[0]
+    producer = {int(o): op for op in g.operators for o in op.outputs}
+
+    def code(op):
+        return model.operatorCodes[op.opcodeIndex].builtinCode
+
+    def back(i):  # i and the tensors it is a re-layout of, up to the op that computed it
+        chain, p = [i], producer.get(i)
+        while p is not None and code(p) in _LAYOUT_OPS:
+            chain.append(int(p.inputs[0]))
+            p = producer.get(chain[-1])
+        return chain, p
+
+    changed = []
+    for op in g.operators:
+        if code(op) != BOP.SOFTMAX:
+            continue
+        chain, p = back(int(op.inputs[0]))
+        if p is None or code(p) not in (BOP.ADD, BOP.SELECT_V2):
+            continue
+        pair = [int(i) for i in (p.inputs[:2] if code(p) == BOP.ADD else p.inputs[1:3])]
+        for a, b in (pair, pair[::-1]):
+            ra, rb = _span(model, a), _span(model, b)
+            if ra is None or rb is None or rb[0] > _HUGE_NEGATIVE or ra[0] <= _HUGE_NEGATIVE:
+                continue
+            if code(p) == BOP.SELECT_V2 and rb[1] > _HUGE_NEGATIVE:
+                continue
+            shift = rb[1] if code(p) == BOP.ADD else 0.0  # the bias where nothing is masked
+            lo, hi = ra[0] + shift - (ra[1] - ra[0]) - MASK_MARGIN, ra[1] + max(shift, 0.0)
+            floor = lo - ra[1] if code(p) == BOP.ADD else lo  # bias below this saturates anyway
+            bias_chain, maker = back(b)
+            changed += _raise_floor(model, chain, lo, hi) + _raise_floor(model, bias_chain, floor, rb[1])
+            if maker is not None and code(maker) == BOP.MUL:  # (1 - mask) · big negative constant
+                x, k = [int(i) for i in maker.inputs]
+                x, k = (k, x) if _const(model, g.tensors[x]) is not None else (x, k)
+                rx = _span(model, x)
+                if _const(model, g.tensors[k]) is not None and rx is not None and rx[0] >= 0 and rx[1] > 0:
+                    changed += _raise_floor(model, [k], floor / rx[1], 0.0)
+            break
+    return changed
+
+
+def _span(model, i):
+    t = model.subgraphs[0].tensors[i]
+    c = _const(model, t)
+    if c is not None and c.size:
+        return float(c.min()), float(c.max())
+    q = t.quantization
+    return (float(q.min[0]), float(q.max[0])) if q is not None and q.min is not None and len(q.min) else None
+
+
+def _raise_floor(model, tensors, lo: float, hi: float) -> list[str]:
+    """Cut the range (activations) or the values (constants) of `tensors` below at `lo`."""
+    changed = []
+    for i in tensors:
+        t = model.subgraphs[0].tensors[i]
+        cur, c = _span(model, i), _const(model, t)
+        if cur is None or cur[0] >= lo:
+            continue
+        if c is not None:
+            model.buffers[t.buffer].data = np.frombuffer(np.maximum(c, np.float32(lo)).astype(np.float32).tobytes(),
+                                                         np.uint8)
+        else:
+            t.quantization.min, t.quantization.max = _usable(lo, max(hi, cur[1]))
+        changed.append(_name(t))
+    return changed

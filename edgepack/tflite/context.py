@@ -53,6 +53,22 @@ def attrs(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
+def tfl_dtype(dtype) -> np.dtype:
+    """The TFLite element type that holds ONNX `dtype` inside the model: int64 values are
+    int32 (the type every integer kernel takes; graph I/O keeps int64 through a CAST),
+    float64 constants are float32."""
+    dtype = np.dtype(dtype)
+    return {np.dtype(np.int64): np.dtype(np.int32), np.dtype(np.float64): np.dtype(np.float32)}.get(dtype, dtype)
+
+
+def tfl_array(data: np.ndarray) -> np.ndarray:
+    """A constant in its TFLite element type (int64 beyond int32's range stays int64)."""
+    data = np.asarray(data)
+    if data.dtype == np.int64 and not np.all(np.abs(data) < 2**31):
+        return data
+    return data.astype(tfl_dtype(data.dtype), copy=False)
+
+
 @dataclass
 class Value:
     shape: tuple[int, ...]  # ONNX (logical) shape
@@ -61,6 +77,7 @@ class Value:
     index: int | None = None  # TFLite tensor holding onnx_value.transpose(perm)
     const: np.ndarray | None = None  # known constant, ONNX layout
     cache: dict = field(default_factory=dict)  # perm -> tensor index
+    source: tuple | None = None  # (Value X, q) when this value is X.transpose(q): X's layouts are its own
 
     @property
     def rank(self) -> int:
@@ -93,7 +110,7 @@ class Context:
         shapes = {}
         for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
             tt = vi.type.tensor_type
-            if tt.HasField("shape"):
+            if tt.HasField("shape") and tt.elem_type:
                 shapes[vi.name] = (tuple(d.dim_value for d in tt.shape.dim),
                                    onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
         self.shapes = shapes
@@ -124,17 +141,28 @@ class Context:
         perm = tuple(perm) if perm is not None else (v.perm if v.index is not None else identity(v.rank))
         if perm in v.cache:
             return v.cache[perm]
+        if self._via_source(v, perm) is not None:
+            v.cache[perm] = self._via_source(v, perm)
+            return v.cache[perm]
         if v.const is not None:
             data = np.ascontiguousarray(v.const.transpose(perm)) if v.rank else v.const
-            if data.dtype == np.float64:
-                data = data.astype(np.float32)
-            if data.dtype == np.int64:
-                data = data.astype(np.int32) if np.all(np.abs(data) < 2**31) else data
-            idx = self.b.const(name, data)
+            idx = self.b.const(name, tfl_array(data))
         else:
             idx = self.relayout(v.index, tuple(v.shape[p] for p in v.perm), relative(v.perm, perm), name)
         v.cache[perm] = idx
         return idx
+
+    @staticmethod
+    def _via_source(v: Value, perm) -> int | None:
+        if v.source is None:
+            return None
+        src, q = v.source
+        return src.cache.get(tuple(q[p] for p in perm))
+
+    def available(self, name: str, perm) -> bool:
+        """Whether `name` already exists in layout `perm` (no op needed to get it)."""
+        v = self.value(name)
+        return tuple(perm) in v.cache or self._via_source(v, tuple(perm)) is not None
 
     def relayout(self, index: int, tshape, rel, name: str) -> int:
         """Emit the cheapest op turning a tensor of shape `tshape` into tensor.transpose(rel)."""
@@ -158,6 +186,11 @@ class Context:
         return {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT32: np.int32,
                 schema.TensorType.INT64: np.int64, schema.TensorType.BOOL: np.bool_}.get(t, np.float32)
 
+    def dtype(self, name: str) -> np.dtype:
+        """The TFLite element type of ONNX value `name` (see `tfl_dtype`)."""
+        v = self.value(name)
+        return tfl_dtype(v.dtype)
+
     def perm_of(self, name: str) -> tuple[int, ...]:
         v = self.value(name)
         return v.perm if v.index is not None else identity(v.rank)
@@ -166,9 +199,12 @@ class Context:
         return self.value(name).shape
 
     # results ---------------------------------------------------------------------------
-    def output(self, name: str, shape, perm=None, dtype=np.float32) -> int:
-        """Create the TFLite tensor for ONNX value `name` (shape in ONNX layout) in `perm`."""
+    def output(self, name: str, shape, perm=None, dtype=None) -> int:
+        """Create the TFLite tensor for ONNX value `name` (shape in ONNX layout) in `perm`;
+        its element type is `dtype`, else the inferred ONNX type's (`tfl_dtype`)."""
         perm = tuple(perm) if perm is not None else identity(len(shape))
+        if dtype is None:
+            dtype = tfl_dtype(self.shapes[name][1]) if name in self.shapes else np.float32
         idx = self.b.tensor(name, tuple(shape[p] for p in perm), dtype)
         self.values[name] = Value(tuple(shape), np.dtype(dtype), perm, idx, cache={perm: idx})
         return idx

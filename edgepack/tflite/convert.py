@@ -9,20 +9,26 @@ layout and drops whatever no output depends on.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from ..errors import UnsupportedOperatorError
 from .builder import ModelBuilder
-from .context import NHWC, Context, identity
+from .context import BOP, NHWC, Context, identity, tfl_dtype
+from .inline import inline_foldable_ifs
 from .ops import CONVERTERS, fold_constant, rewrite_patterns
 
 
 def convert(model: onnx.ModelProto, io_layout: str = "NHWC") -> tuple[bytes, dict]:
-    """Convert a cleaned, statically shaped float ONNX model; returns (flatbuffer, io info).
+    """Convert a cleaned, statically shaped ONNX model; returns (flatbuffer, io info).
 
-    io info: {"inputs": [{"name", "shape", "layout"}], "outputs": [...]} describing the
-    TFLite model's own I/O tensors."""
-    model = onnx.shape_inference.infer_shapes(model)
+    Every graph input becomes a TFLite input of its own type; only image-like ones (rank-4
+    floating point) take the NHWC layout when `io_layout` is "NHWC", likewise for outputs.
+    io info: {"inputs": [{"name", "shape", "dtype", "layout", "perm"}], "outputs": [...]}
+    describing the TFLite model's own I/O tensors (shape in TFLite layout; perm maps ONNX
+    layout to it: tflite = onnx.transpose(perm))."""
+    model = inline_foldable_ifs(model)  # an If whose condition folds: its taken branch
+    model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     ctx = Context(model)
     inits = {i.name for i in model.graph.initializer}
     io = {"inputs": [], "outputs": []}
@@ -31,9 +37,9 @@ def convert(model: onnx.ModelProto, io_layout: str = "NHWC") -> tuple[bytes, dic
         if vi.name in inits:
             continue
         shape, dtype = ctx.shapes[vi.name]
-        perm = NHWC if (len(shape) == 4 and io_layout == "NHWC") else identity(len(shape))
-        in_indices.append(ctx.output(vi.name, shape, perm, dtype))
-        io["inputs"].append({"name": vi.name, "shape": [shape[p] for p in perm],
+        perm = NHWC if _image_like(shape, dtype, io_layout) else identity(len(shape))
+        in_indices.append(_bind_input(ctx, vi.name, shape, perm, np.dtype(dtype)))
+        io["inputs"].append({"name": vi.name, "shape": [shape[p] for p in perm], "dtype": np.dtype(dtype).name,
                              "layout": _layout_name(len(shape), perm), "perm": list(perm)})
     rewrite_patterns(ctx)
     for node in model.graph.node:
@@ -53,22 +59,53 @@ def convert(model: onnx.ModelProto, io_layout: str = "NHWC") -> tuple[bytes, dic
         fn(ctx, node)
     for o in model.graph.output:
         v = ctx.value(o.name)
-        want = NHWC if (v.rank == 4 and io_layout == "NHWC") else identity(v.rank)
+        dtype = np.dtype(ctx.shapes[o.name][1]) if o.name in ctx.shapes else np.dtype(v.dtype)
+        if dtype not in _IO_TYPES:
+            raise UnsupportedOperatorError(f"graph output '{o.name}': element type {dtype} is not supported "
+                                           f"({', '.join(t.name for t in _IO_TYPES)} are)")
+        want = NHWC if _image_like(v.shape, dtype, io_layout) else identity(v.rank)
         idx = ctx.get(o.name, want)
-        if idx in in_indices or idx in out_indices or v.const is not None:
-            # A graph output must be a tensor of its own: copy through a no-op reshape.
-            src, idx = idx, ctx.b.tensor(o.name, ctx.b.shape_of(idx), ctx._np_dtype(idx))
-            ctx.reshape_to(src, idx, ctx.b.shape_of(idx))
+        if idx in in_indices or idx in out_indices or v.const is not None or np.dtype(ctx._np_dtype(idx)) != dtype:
+            # A graph output must be a tensor of its own, in its ONNX type (int64 values live
+            # as int32 inside): copy through a no-op reshape or a CAST.
+            src, idx = idx, ctx.b.tensor(o.name, ctx.b.shape_of(idx), dtype)
+            if np.dtype(ctx._np_dtype(src)) != dtype:
+                ctx.b.op(BOP.CAST, [src], [idx])
+            else:
+                ctx.reshape_to(src, idx, ctx.b.shape_of(idx))
         for t in ctx.b.graph.tensors:
             if t.name == o.name:
                 t.name = f"{o.name}_internal"
         ctx.b.graph.tensors[idx].name = o.name
         out_indices.append(idx)
-        io["outputs"].append({"name": o.name, "shape": list(ctx.b.shape_of(idx)), "layout": _layout_name(v.rank, want),
-                              "perm": list(want)})
+        io["outputs"].append({"name": o.name, "shape": list(ctx.b.shape_of(idx)), "dtype": dtype.name,
+                              "layout": _layout_name(v.rank, want), "perm": list(want)})
     ctx.b.set_io(in_indices, out_indices)
     _prune_dead(ctx.b)
     return ctx.b.finish(), io
+
+
+_IO_TYPES = [np.dtype(t) for t in (np.float32, np.int64, np.int32, np.bool_, np.uint8, np.int8)]
+
+
+def _image_like(shape, dtype, io_layout: str) -> bool:
+    """Inputs/outputs that take the NHWC layout: rank-4 floating-point tensors."""
+    return len(shape) == 4 and np.dtype(dtype).kind == "f" and io_layout == "NHWC"
+
+
+def _bind_input(ctx: Context, name: str, shape, perm, dtype: np.dtype) -> int:
+    """The TFLite input tensor for ONNX graph input `name`, in its own type. An int64 input
+    stays int64 at the model's boundary and is cast once to int32 for the kernels inside."""
+    if dtype not in _IO_TYPES:
+        raise UnsupportedOperatorError(f"graph input '{name}': element type {dtype} is not supported "
+                                       f"({', '.join(t.name for t in _IO_TYPES)} are)")
+    if tfl_dtype(dtype) == dtype:
+        return ctx.output(name, shape, perm, dtype)
+    index = ctx.b.tensor(name, [shape[p] for p in perm], dtype)
+    inner = ctx.output(name, shape, perm, tfl_dtype(dtype))
+    ctx.b.graph.tensors[inner].name = ctx.b._unique(f"{name}_{tfl_dtype(dtype).name}")
+    ctx.b.op(BOP.CAST, [index], [inner])
+    return index
 
 
 def _layout_name(rank: int, perm) -> str:

@@ -1,13 +1,15 @@
 """TFLite precision variants of a float32 TFLite model.
 
 - float16: float constants stored as float16, widened by DEQUANTIZE ops at load
-  (what TFLite's own float16 post-training quantisation does).
+  (what TFLite's own float16 post-training quantisation does); constants beyond float16's
+  range (attention-mask biases like float32's minimum) stay float32.
 - dynamic-range int8: convolution / fully-connected weights stored as symmetric int8
   (per output channel for convolutions); activations stay float and the kernels
   quantise them on the fly. Not an integer model; named "dynamic-int8" so nobody mistakes it.
 - full-integer int8: LiteRT's own post-training quantiser (the calibration wrapper that
   ai-edge-litert ships) calibrated on edgepack's calibration samples; every op runs in
-  int8 and, by configuration, the model I/O is int8/uint8 or float32.
+  int8 (or, for ops LiteRT cannot quantise, stays float and is reported) and, by
+  configuration, the model's float I/O is int8/uint8 or float32; integer I/O stays as is.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
 from ..errors import ModelError, one_line
+from . import fallback
 from .builder import TFLITE_FILE_IDENTIFIER
 
 BOP = schema.BuiltinOperator
@@ -91,7 +94,10 @@ def to_float16(model_bytes: bytes) -> bytes:
     for i, t in enumerate(list(g.tensors)):
         if t.type != schema.TensorType.FLOAT32 or not t.buffer or model.buffers[t.buffer].data is None:
             continue
-        half = _buffer_array(model, t, np.float32).astype(np.float16)
+        full = _buffer_array(model, t, np.float32)
+        if np.any(np.abs(full[np.isfinite(full)]) > np.finfo(np.float16).max):
+            continue  # e.g. a mask's float-min bias: -inf in float16 would turn 0 · bias into NaN
+        half = full.astype(np.float16)
         t16 = schema.TensorT()
         t16.name = (t.name.decode() if isinstance(t.name, bytes) else t.name) + "_fp16"
         t16.shape, t16.type = t.shape, schema.TensorType.FLOAT16
@@ -143,16 +149,29 @@ def to_dynamic_range_int8(model_bytes: bytes) -> bytes:
 
 def to_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progress=None,
                  ranges: dict[str, tuple[float, float]] | None = None) -> bytes:
-    """Full-integer quantisation by LiteRT's own quantiser.
+    """`quantize_full_int8` without the list of ops left in float."""
+    return quantize_full_int8(model_bytes, samples, io_type, progress, ranges)[0]
+
+
+def quantize_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progress=None,
+                       ranges: dict[str, tuple[float, float]] | None = None) -> tuple[bytes, list[str]]:
+    """Full-integer quantisation by LiteRT's own quantiser; returns (model, float ops).
 
     `ranges` maps tensor names to the (min, max) edgepack's calibration measured on the
     float ONNX graph; they are attached to the TFLite tensors (see calibration.py) and
-    only tensors they cannot cover are measured here on `samples` (model-shaped inputs in
-    the TFLite input layout). Without `ranges` every tensor is measured on `samples`.
-    """
-    from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as calibration
+    only tensors they cannot cover are measured here on `samples`: per model call either
+    one array (single-input models) or a dict input name -> array, in the TFLite input
+    layout. Without `ranges` every tensor is measured on `samples`. Masked attention
+    scores get ranges without the mask's huge bias, and SUMs become MEAN·n, before
+    LiteRT quantises (see calibration.tame_softmax_inputs, fallback.sum_as_mean).
 
-    from .calibration import assign_ranges, measure_ranges, set_ranges
+    `io_type` applies to floating-point inputs and outputs; integer inputs (token ids,
+    masks) keep their type. When LiteRT's quantiser refuses some op in int8 (e.g. DIV,
+    POW, CAST to float), the model is quantised again with those ops left in float
+    between QUANTIZE/DEQUANTIZE (see fallback.py); the second value names them (TFLite op
+    names, sorted; empty when every op is integer).
+    """
+    from .calibration import assign_ranges, measure_ranges, set_ranges, tame_softmax_inputs
 
     model = _load(model_bytes)
     missing = assign_ranges(model, ranges or {})
@@ -161,34 +180,59 @@ def to_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progress=No
         if not samples:
             raise ModelError("full-integer TFLite quantisation needs calibration samples; got none")
         set_ranges(model, measure_ranges(model_bytes, missing, _with_progress(samples, progress)))
+    tame_softmax_inputs(model)
+    fallback.sum_as_mean(model, _opcode_index)
     io_dtype = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}[io_type]
-    in_shape = [int(d) for d in model.subgraphs[0].tensors[model.subgraphs[0].inputs[0]].shape]
-    try:
-        # The wrapper's quantiser reads each tensor's min/max; with no samples fed it keeps
-        # the ranges attached above instead of recording its own.
-        # The wrapper keeps a raw pointer into the flatbuffer: hold the bytes until done.
-        flatbuffer = _save(model)
+    g = model.subgraphs[0]
+    in_shapes = [[int(d) for d in g.tensors[i].shape] for i in g.inputs]
+    # The wrapper keeps a raw pointer into the flatbuffer: hold the bytes until done.
+    flatbuffer = _save(model)
+    # Strictly integer first; then with float fallback for the ops LiteRT refuses, with the
+    # requested I/O type, else float I/O at the quantiser and the type restored here.
+    attempts = [(io_dtype, io_dtype, False), (io_dtype, io_dtype, True)]
+    if io_dtype != np.float32:
+        attempts += [(io_dtype, np.float32, True), (np.float32, np.float32, True)]
+    errors = []
+    for in_type, out_type, allow_float in attempts:
+        try:
+            quantized = _quantize(flatbuffer, in_shapes, in_type, out_type, allow_float)
+            break
+        except Exception as exc:
+            errors.append(exc)
+    else:
+        raise ModelError(f"LiteRT's full-integer quantiser rejected the model: {one_line(errors[0])}") from None
+    model = _load(quantized)
+    ops = fallback.float_ops(model) if allow_float else []
+    if (in_type, out_type) != (io_dtype, io_dtype):
+        fallback.retype_float_io(model, io_dtype, _opcode_index)
+    _drop_weight_ranges(model)
+    quantized = _save(model)
+    _check_runs(quantized)
+    return quantized, ops
+
+
+def _quantize(flatbuffer: bytes, in_shapes, in_type, out_type, allow_float: bool) -> bytes:
+    """LiteRT's quantiser on a model whose tensors carry min/max: with no samples fed, the
+    calibration wrapper keeps the ranges attached instead of recording its own."""
+    from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as calibration
+
+    from ..verification.runtimes.litert import _quiet_stderr
+
+    with _quiet_stderr():
         wrapper = calibration.CalibrationWrapper(flatbuffer, [], [])
-        wrapper.Prepare([in_shape])
-        quantized = wrapper.QuantizeModel(
-            np.dtype(io_dtype).num,  # model input type
-            np.dtype(io_dtype).num,  # model output type
-            False,                   # allow float fallback: no, every op must be integer
+        wrapper.Prepare(in_shapes)
+        return bytes(wrapper.QuantizeModel(
+            np.dtype(in_type).num,   # model input type (float inputs only; integer ones stay)
+            np.dtype(out_type).num,  # model output type
+            allow_float,             # float fallback for ops without an int8 kernel
             np.dtype(np.int8).num,   # activation type
             np.dtype(np.int32).num,  # bias type
             False,                   # disable per-channel
             False,                   # disable per-channel for dense layers
-        )
-    except Exception as exc:
-        raise ModelError(f"LiteRT's full-integer quantiser rejected the model: {one_line(exc)}") from None
-    model = _load(bytes(quantized))
-    _drop_weight_ranges(model)
-    quantized = _save(model)
-    _check_runs(quantized, in_shape, io_dtype)
-    return quantized
+        ))
 
 
-def _check_runs(model_bytes: bytes, in_shape, io_dtype) -> None:
+def _check_runs(model_bytes: bytes) -> None:
     """LiteRT's quantiser can emit models its own kernels then refuse (e.g. a PADV2 whose
     fill value stayed float): run one inference so such a file is never shipped."""
     from ai_edge_litert.interpreter import Interpreter
@@ -199,7 +243,8 @@ def _check_runs(model_bytes: bytes, in_shape, io_dtype) -> None:
         with _quiet_stderr():
             it = Interpreter(model_content=model_bytes, num_threads=1)
             it.allocate_tensors()
-        it.set_tensor(it.get_input_details()[0]["index"], np.zeros(in_shape, io_dtype))
+        for d in it.get_input_details():
+            it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
         it.invoke()
     except Exception as exc:
         raise ModelError(f"the full-integer TFLite model LiteRT produced does not run: {one_line(exc)}") from None

@@ -31,7 +31,6 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
     if key not in graphs.cache:
         graphs.cache[key] = convert(onnx.load(str(graphs.float_onnx)), io_layout=settings.layout)
     float_bytes, io = graphs.cache[key]
-    in_perm = io["inputs"][0]["perm"]
     layout = {"inputs": [{"name": t["name"], "layout": t["layout"], "perm": t["perm"]} for t in io["inputs"]],
               "outputs": [{"name": t["name"], "layout": t["layout"], "perm": t["perm"]} for t in io["outputs"]]}
     artifacts = []
@@ -42,6 +41,7 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
         quant = {}
         vkey = (kind, key, settings.io_type, id(graphs.ranges))
         if vkey not in graphs.cache:
+            float_ops: list[str] = []
             if kind == "tflite-float32":
                 data = float_bytes
             elif kind == "tflite-float16":
@@ -49,12 +49,11 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
             elif kind == "tflite-dynamic-int8":
                 data = tq.to_dynamic_range_int8(float_bytes)
             else:
-                batch = graphs.calibration.x.shape[0] and int(io["inputs"][0]["shape"][0])
-                samples = (np.transpose(x, in_perm) for x in graphs.calibration.batches(batch))
-                data = tq.to_full_int8(float_bytes, samples, io_type=settings.io_type, progress=graphs.progress,
-                                       ranges=graphs.ranges)
-            graphs.cache[vkey] = data
-        data = graphs.cache[vkey]
+                data, float_ops = tq.quantize_full_int8(float_bytes, calibration_feeds(graphs.calibration, io),
+                                                        io_type=settings.io_type, progress=graphs.progress,
+                                                        ranges=graphs.ranges)
+            graphs.cache[vkey] = data, float_ops
+        data, float_ops = graphs.cache[vkey]
         path = Path(out_dir) / filename
         path.write_bytes(data)
         if precision == "int8":
@@ -62,7 +61,9 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
                                "of the float ONNX graph, shared with the ONNX int8 artifact)",
                      "activation_type": "int8",
                      "weight_type": "int8", "per_channel": True, "io_type": settings.io_type,
-                     "calibration_samples": len(graphs.calibration)}
+                     "calibration_samples": len(graphs.calibration),
+                     # ops LiteRT's quantiser cannot run in int8, left float (QUANTIZE/DEQUANTIZE around)
+                     "float_ops": float_ops}
         elif precision == "dynamic-int8":
             quant = {"scheme": "dynamic-range: int8 weights, float activations quantised at run time",
                      "weight_type": "int8", "activation_type": "float32"}
@@ -71,3 +72,21 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
         artifacts.append(Artifact(kind=kind, path=path, runtime="litert", precision=precision, layout=layout,
                                   quantization=quant))
     return artifacts
+
+
+def calibration_feeds(dataset, io: dict):
+    """Per model call, a dict input name -> array in the TFLite model's input layout.
+
+    `dataset.feeds()` yields ONNX-layout dicts (one per call, batch included); a dataset
+    without it (single input: stacked samples in `x`) is cut into model-shaped batches."""
+    perms = {t["name"]: t["perm"] for t in io["inputs"]}
+    if dataset is None:
+        return
+    if hasattr(dataset, "feeds"):
+        for feed in dataset.feeds():
+            yield {name: np.transpose(np.asarray(arr), perms[name]) for name, arr in feed.items()}
+        return
+    (spec,) = io["inputs"]
+    batch = int(np.asarray(spec["shape"])[0]) if spec["shape"] else 1
+    for x in dataset.batches(batch):
+        yield {spec["name"]: np.transpose(x, spec["perm"])}

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...errors import UnsupportedOperatorError
 from ..builder import options, schema
-from ..context import Context, attrs, identity, relative
+from ..context import Context, attrs, identity, relative, tfl_array
 
 BOP = schema.BuiltinOperator
 ACT = schema.ActivationFunctionType
@@ -175,9 +175,8 @@ def aligned(ctx: Context, name: str, rank: int, perm) -> int:
 def aligned_const(ctx: Context, name: str, const: np.ndarray, rank: int, perm) -> int:
     c = const.reshape((1,) * (rank - const.ndim) + const.shape)
     if c.size == 1:
-        return ctx.b.const(name, c.reshape(()).astype(np.float32) if c.dtype.kind == "f" else c.reshape(()))
-    data = np.ascontiguousarray(c.transpose(perm))
-    return ctx.b.const(name, data.astype(np.float32) if data.dtype.kind == "f" else data)
+        return ctx.b.const(name, tfl_array(c.reshape(())))
+    return ctx.b.const(name, tfl_array(np.ascontiguousarray(c.transpose(perm))))
 
 
 def layout_for(ctx: Context, names) -> tuple[int, tuple[int, ...]]:
@@ -189,3 +188,19 @@ def layout_for(ctx: Context, names) -> tuple[int, tuple[int, ...]]:
     best = max(variables, key=lambda n: ctx.value(n).rank)
     rank = max(ctx.value(n).rank for n in names)
     return (rank, ctx.perm_of(best)) if ctx.value(best).rank == rank else (rank, identity(rank))
+
+
+def emit_elementwise(ctx: Context, node, op: int, opts_name: str | None = None, names=None, out_name=None,
+                     **opts) -> int:
+    """One broadcasting TFLite op over `names` (default: the node's inputs) into the node's
+    output, in the layout of its highest-rank variable input."""
+    names = [n for n in (names if names is not None else node.input) if n]
+    out_name = out_name or node.output[0]
+    rank, perm = layout_for(ctx, names)
+    ins = [aligned(ctx, n, rank, perm) for n in names]
+    out = ctx.output(out_name, static_shape(ctx, node.output[0], node), perm)
+    if opts_name is None:
+        ctx.b.op(op, ins, [out])
+    else:
+        ctx.b.op(op, ins, [out], *options(opts_name, **opts))
+    return out

@@ -1,5 +1,6 @@
 """Matrix products: ONNX Gemm and MatMul as TFLite FULLY_CONNECTED (constant 2-D weight)
-or BATCH_MATMUL (two variable operands), in ONNX layout.
+or BATCH_MATMUL (otherwise: both operands activations as in attention, batch dimensions
+broadcast, 1-D operands), in ONNX layout; a transposed operand is read with adjX/adjY.
 """
 
 from __future__ import annotations
@@ -50,8 +51,36 @@ def matmul(ctx: Context, node):
         _fully_connected(ctx, node, ctx.get(a_name, identity(rank)), b.T, None, out_shape, keep_dims=rank != 2)
         return
     ra, rb = len(ctx.shape(a_name)), len(ctx.onnx_shape(b_name))
-    if ra < 2 or rb < 2:
-        fail(node, "MatMul with 1-D operands is not supported")
+    if ctx.dtype(a_name).kind != "f" or ctx.dtype(b_name).kind != "f":
+        fail(node, "only floating-point MatMul is supported")
+    a_idx, adj_x = _operand(ctx, a_name, 0)
+    b_idx, adj_y = _operand(ctx, b_name, 1)
+    opts = options("BatchMatMulOptions", adjX=adj_x, adjY=adj_y)
     out = ctx.output(node.output[0], out_shape)
-    ctx.b.op(BOP.BATCH_MATMUL, [ctx.get(a_name, identity(ra)), ctx.get(b_name, identity(rb))], [out],
-             *options("BatchMatMulOptions"))
+    if ra > 1 and rb > 1:
+        ctx.b.op(BOP.BATCH_MATMUL, [a_idx, b_idx], [out], *opts)
+        return
+    # ONNX's 1-D operands: a row (a) / a column (b) vector whose unit axis leaves the result.
+    out_shape = tuple(out_shape)
+    mid_shape = (1, 1) if ra == rb == 1 else out_shape[:-1] + (1, out_shape[-1]) if ra == 1 else out_shape + (1,)
+    mid = ctx.b.tensor(f"{node.output[0]}_matrix", mid_shape)
+    ctx.b.op(BOP.BATCH_MATMUL, [a_idx, b_idx], [mid], *opts)
+    ctx.reshape_to(mid, out, out_shape)
+
+
+def _operand(ctx: Context, name: str, pos: int) -> tuple[int, bool]:
+    """A BATCH_MATMUL operand as (tensor, adjoint): a 1-D operand becomes a row (lhs) or a
+    column (rhs) matrix; one available with its last two axes swapped (a free Transpose,
+    as in Q·Kᵀ) is read as it is, with adjX/adjY set, instead of through a TRANSPOSE."""
+    shape = ctx.onnx_shape(name)
+    r = len(shape)
+    if r == 1:
+        src = ctx.get(name, identity(1))
+        mat = (1, shape[0]) if pos == 0 else (shape[0], 1)
+        idx = ctx.b.tensor(f"{name}_matrix", mat, ctx._np_dtype(src))
+        ctx.reshape_to(src, idx, mat)
+        return idx, False
+    swapped = identity(r)[:-2] + (r - 1, r - 2)
+    if ctx.value(name).const is None and not ctx.available(name, identity(r)) and ctx.available(name, swapped):
+        return ctx.get(name, swapped), True
+    return ctx.get(name, identity(r)), False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..builder import options
-from ..context import Context, attrs, inverse
+from ..context import Context, attrs, identity, inverse
 from ._common import (
     ACT,
     BOP,
@@ -40,14 +40,8 @@ _BINARY = {
 def binary(ctx: Context, node):
     if node.op_type in ("Max", "Min") and len(node.input) != 2:
         fail(node, "only two-input Max/Min is supported")
-    if node.op_type == "Pow":
-        e = ctx.const(node.input[1])
-        if e is not None and e.size == 1 and float(e) == 2.0:
-            rank, perm = layout_for(ctx, node.input[:1])
-            out = ctx.output(node.output[0], static_shape(ctx, node.output[0], node), perm)
-            x = ctx.get(node.input[0], perm)
-            ctx.b.op(BOP.MUL, [x, x], [out], *options("MulOptions"))
-            return
+    if node.op_type == "Pow" and _pow_special(ctx, node):
+        return
     op, opts_name, fusable = _BINARY[node.op_type]
     rank, perm = layout_for(ctx, node.input)
     ins = [aligned(ctx, n, rank, perm) for n in node.input]
@@ -68,6 +62,54 @@ def binary(ctx: Context, node):
         ctx.b.op(op, ins, [out], *options(opts_name))
 
 
+def _pow_special(ctx: Context, node) -> bool:
+    """x^2, x^0.5, x^-0.5, x^1 and x^-1 as MUL/SQRT/RSQRT/alias/DIV (exact, and MUL, SQRT
+    and RSQRT quantise to int8 where POW does not). General exponents go to POW, with a
+    constant exponent in the base's type (ONNX allows them to differ)."""
+    x, e_name = node.input
+    e = ctx.const(e_name)
+    if e is None:
+        if ctx.dtype(x) != ctx.dtype(e_name):
+            fail(node, "base and a variable exponent of different element types")
+        return False
+    if ctx.dtype(x).kind != "f" and np.any(e != np.round(e)):
+        fail(node, "an integer base with a fractional exponent")
+    if e.size != 1 or e.ndim > len(ctx.shape(x)):  # a tensor exponent (or one that adds axes)
+        rank, perm = layout_for(ctx, node.input)
+        ins = [aligned(ctx, x, rank, perm), aligned_const(ctx, e_name, e.astype(ctx.dtype(x)), rank, perm)]
+        out = ctx.output(node.output[0], static_shape(ctx, node.output[0], node), perm)
+        ctx.b.op(BOP.POW, ins, [out], *options("PowOptions"))
+        return True
+    k = float(e.reshape(()))
+    if k == 1.0:
+        ctx.alias(node.output[0], x)
+        return True
+    perm = ctx.perm_of(x)
+    xin = ctx.get(x, perm)
+    if k in (2.0, 0.5, -0.5, -1.0) and (k == 2.0 or ctx.dtype(x).kind == "f"):
+        out = ctx.output(node.output[0], ctx.shape(x), perm)
+        if k == 2.0:
+            ctx.b.op(BOP.MUL, [xin, xin], [out], *options("MulOptions"))
+        elif k == -1.0:
+            ctx.b.op(BOP.DIV, [ctx.b.const("one", np.asarray(1.0, np.float32)), xin], [out], *options("DivOptions"))
+        else:
+            ctx.b.op(BOP.SQRT if k == 0.5 else BOP.RSQRT, [xin], [out])
+        return True
+    out = ctx.output(node.output[0], ctx.shape(x), perm)
+    ctx.b.op(BOP.POW, [xin, ctx.b.const(f"{node.name}_exponent", np.asarray(k, ctx.dtype(x)))], [out],
+             *options("PowOptions"))
+    return True
+
+
+@converter("Reciprocal")
+def reciprocal(ctx: Context, node):
+    x = node.input[0]
+    perm = ctx.perm_of(x)
+    out = ctx.output(node.output[0], ctx.shape(x), perm)
+    ctx.b.op(BOP.DIV, [ctx.b.const("one", np.asarray(1.0, np.float32)), ctx.get(x, perm)], [out],
+             *options("DivOptions"))
+
+
 _UNARY = {
     "Relu": BOP.RELU,
     "Sigmoid": BOP.LOGISTIC,
@@ -81,6 +123,10 @@ _UNARY = {
     "Floor": BOP.FLOOR,
     "Ceil": BOP.CEIL,
     "Elu": BOP.ELU,
+    "Sin": BOP.SIN,
+    "Cos": BOP.COS,
+    "Round": BOP.ROUND,  # both round half to even
+    "Sign": BOP.SIGN,
 }
 
 
@@ -120,12 +166,12 @@ def clip(ctx: Context, node):
     cur = xin
     # min(max(x, lo), hi): when lo > hi ONNX's result is hi.
     if np.isfinite(lo):
-        nxt = out if not np.isfinite(hi) else ctx.b.tensor(f"{node.name}_max", ctx.b.shape_of(xin))
-        ctx.b.op(BOP.MAXIMUM, [cur, ctx.b.const("clip_lo", np.asarray(lo, np.float32))], [nxt],
+        nxt = out if not np.isfinite(hi) else ctx.b.tensor(f"{node.name}_max", ctx.b.shape_of(xin), ctx.dtype(x))
+        ctx.b.op(BOP.MAXIMUM, [cur, ctx.b.const("clip_lo", np.asarray(lo, ctx.dtype(x)))], [nxt],
                  *options("MaximumMinimumOptions"))
         cur = nxt
     if np.isfinite(hi):
-        ctx.b.op(BOP.MINIMUM, [cur, ctx.b.const("clip_hi", np.asarray(hi, np.float32))], [out],
+        ctx.b.op(BOP.MINIMUM, [cur, ctx.b.const("clip_hi", np.asarray(hi, ctx.dtype(x)))], [out],
                  *options("MaximumMinimumOptions"))
     if not np.isfinite(lo) and not np.isfinite(hi):
         ctx.reshape_to(xin, out, ctx.b.shape_of(xin))
@@ -169,16 +215,33 @@ def emit_gelu(ctx: Context, x: str, out_name: str, tanh: bool):
 def softmax(ctx: Context, node):
     x = node.input[0]
     rank = len(ctx.shape(x))
-    axis = attrs(node).get("axis", -1) % rank
+    opset = next((o.version for o in ctx.onnx.opset_import if o.domain in ("", "ai.onnx")), 18)
+    axis = attrs(node).get("axis", -1 if opset >= 13 else 1) % rank
+    if opset < 13 and axis != rank - 1:
+        # Before opset 13: normalised over all axes from `axis` on, as one flattened axis.
+        shape = ctx.shape(x)
+        flat = (int(np.prod(shape[:axis])), int(np.prod(shape[axis:])))
+        xin = ctx.get(x, identity(rank))
+        mid = ctx.b.tensor(f"{node.name}_2d", flat)
+        ctx.reshape_to(xin, mid, flat)
+        res = ctx.b.tensor(f"{node.name}_2d_out", flat)
+        _emit_softmax(ctx, node.op_type, mid, res)
+        out = ctx.output(node.output[0], shape)
+        ctx.reshape_to(res, out, shape)
+        return
     perm = ctx.perm_of(x)
     if inverse(perm)[axis] != rank - 1:
         # TFLite normalises over the last axis: choose a layout that puts `axis` last.
         perm = tuple(a for a in perm if a != axis) + (axis,)
     out = ctx.output(node.output[0], ctx.shape(x), perm)
-    if node.op_type == "Softmax":
-        ctx.b.op(BOP.SOFTMAX, [ctx.get(x, perm)], [out], *options("SoftmaxOptions", beta=1.0))
+    _emit_softmax(ctx, node.op_type, ctx.get(x, perm), out)
+
+
+def _emit_softmax(ctx: Context, op_type: str, xin: int, out: int):
+    if op_type == "Softmax":
+        ctx.b.op(BOP.SOFTMAX, [xin], [out], *options("SoftmaxOptions", beta=1.0))
     else:
-        ctx.b.op(BOP.LOG_SOFTMAX, [ctx.get(x, perm)], [out], *options("LogSoftmaxOptions"))
+        ctx.b.op(BOP.LOG_SOFTMAX, [xin], [out], *options("LogSoftmaxOptions"))
 
 
 @converter("BatchNormalization")

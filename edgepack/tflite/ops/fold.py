@@ -1,6 +1,8 @@
 """Constant folding: a node whose inputs are all known constants (or a Constant node) is
 evaluated with ONNX's reference evaluator and its outputs bound as constants, so no
-TFLite op is emitted for it.
+TFLite op is emitted for it. Shape and Size of any value are constants too (every shape
+is static here), so shape arithmetic — Shape → Gather → Concat → Reshape,
+ConstantOfShape, Range — folds away.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..context import Context
+from ..context import Context, attrs
+from ._common import converter, fail
 
 
 def fold_constant(ctx: Context, node) -> bool:
@@ -19,6 +22,15 @@ def fold_constant(ctx: Context, node) -> bool:
         if "value" in a:
             ctx.bind_const(node.output[0], numpy_helper.to_array(a["value"].t))
             return True
+    if node.op_type in ("Shape", "Size") and node.input[0] in ctx.values:
+        shape = ctx.shape(node.input[0])
+        if node.op_type == "Size":
+            ctx.bind_const(node.output[0], np.asarray(int(np.prod(shape)), np.int64))
+        else:
+            a = attrs(node)
+            start, end = a.get("start", 0), a.get("end", len(shape))
+            ctx.bind_const(node.output[0], np.asarray(shape[slice(start, end)], np.int64))
+        return True
     ins = [i for i in node.input if i]
     if node.op_type == "Constant" or (ins and all(ctx.const(i) is not None for i in ins)):
         from onnx.reference import ReferenceEvaluator
@@ -33,3 +45,9 @@ def fold_constant(ctx: Context, node) -> bool:
             ctx.bind_const(o, np.asarray(r))
         return True
     return False
+
+
+@converter("ConstantOfShape", "Range", "NonZero", "OneHot")
+def must_fold(ctx: Context, node):
+    """Ops edgepack computes only when their inputs are constants (then they were folded)."""
+    fail(node, "its inputs must be constants (a statically known shape); here they depend on the model input")

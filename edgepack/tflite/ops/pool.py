@@ -1,6 +1,6 @@
-"""Pooling and reductions: MaxPool/AveragePool (2-D, NHWC, with exact handling of
-explicit padding and ceil_mode), GlobalAverage/MaxPool and ReduceMean/Max/Min/Sum, whose
-axes are translated through the input's layout.
+"""Pooling and reductions: MaxPool/AveragePool (2-D in NHWC; 1-D as 2-D with a height of 1,
+see conv.py; with exact handling of explicit padding and ceil_mode), GlobalAverage/MaxPool
+(any rank) and ReduceMean/Max/Min/Sum, whose axes are translated through the input's layout.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..builder import options
-from ..context import NHWC, Context, attrs, inverse
+from ..context import Context, attrs, inverse
 from ._common import (
     BOP,
     PAD,
@@ -22,6 +22,7 @@ from ._common import (
     static_shape,
     take_activation,
 )
+from .conv import bind_1d, input_nhwc, lift_1d, output_nhwc, shape_4d
 
 
 def _non_negative(ctx: Context, name: str) -> bool:
@@ -41,18 +42,22 @@ def _non_negative(ctx: Context, name: str) -> bool:
 
 @converter("MaxPool", "AveragePool")
 def pool(ctx: Context, node):
-    a = attrs(node)
     if len(node.output) > 1 and node.output[1]:
         fail(node, "MaxPool indices output is not supported")
     x = node.input[0]
-    if len(ctx.shape(x)) != 4:
-        fail(node, "only 2-D pooling is supported")
+    rank = len(ctx.shape(x))
+    if rank not in (3, 4):
+        fail(node, f"only 1-D and 2-D pooling is supported (input rank {rank})")
+    if rank == 3:
+        node = lift_1d(node)
+    a = attrs(node)
     if any(d != 1 for d in a.get("dilations", [1, 1])):
         fail(node, "dilated pooling is not supported")
     k = a["kernel_shape"]
     s = a.get("strides", [1, 1])
-    _, _, h, w = ctx.shape(x)
-    out_shape = static_shape(ctx, node.output[0], node)
+    _, _, h, w = shape_4d(ctx.shape(x))
+    onnx_out = static_shape(ctx, node.output[0], node)
+    out_shape = shape_4d(onnx_out)
     padding, explicit = pads_2d(node, (h, w), k, s, (1, 1))
     if padding == PAD.SAME and node.op_type == "AveragePool" and a.get("count_include_pad", 0):
         # TFLite's SAME average excludes the padding; to count it, pad with zeros explicitly.
@@ -67,7 +72,7 @@ def pool(ctx: Context, node):
     if any(extra):
         explicit = [((explicit or [(0, 0), (0, 0)])[i][0], (explicit or [(0, 0), (0, 0)])[i][1] + extra[i])
                     for i in range(2)]
-    xin = ctx.get(x, NHWC)
+    xin = input_nhwc(ctx, x)
     is_max = node.op_type == "MaxPool"
     if explicit:
         if is_max:
@@ -82,10 +87,11 @@ def pool(ctx: Context, node):
                 fail(node, "AveragePool with explicit (non-SAME) padding and count_include_pad=0 is not supported")
             xin = explicit_pad(ctx, xin, explicit, node.name)
     act, out_name = take_activation(ctx, node)
-    out = ctx.output(out_name, out_shape, NHWC)
+    out = output_nhwc(ctx, out_name, onnx_out)
     ctx.b.op(BOP.MAX_POOL_2D if is_max else BOP.AVERAGE_POOL_2D, [xin], [out],
              *options("Pool2DOptions", padding=padding, strideH=s[0], strideW=s[1], filterHeight=k[0], filterWidth=k[1],
                       fusedActivationFunction=act))
+    bind_1d(ctx, out_name, out, onnx_out)
 
 
 def _reduce(ctx: Context, node, op, x: str, axes, keepdims: bool, out_name: str):

@@ -1,7 +1,7 @@
-"""Shape and layout ops: Reshape, Flatten, Squeeze/Unsqueeze (a RESHAPE in ONNX layout),
+"""Shape and layout ops: Reshape, Flatten, Squeeze/Unsqueeze (a RESHAPE in the input's layout),
 Transpose (free: only the layout permutation changes), Concat, Split, Slice and Pad
-(axes translated through the input's layout), and the pass-throughs Identity, Dropout
-and same-type Cast.
+(axes translated through the input's layout), the pass-throughs Identity and Dropout, and
+Cast.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from ..builder import options, schema
-from ..context import Context, Value, attrs, identity, inverse
+from ..context import Context, Value, attrs, identity, inverse, tfl_dtype
 from ._common import BOP, converter, fail, layout_for, static_shape
 
 
@@ -35,7 +35,29 @@ def flatten(ctx: Context, node):
 
 @converter("Squeeze", "Unsqueeze")
 def squeeze(ctx: Context, node):
-    _reshape(ctx, node, node.input[0], static_shape(ctx, node.output[0], node))
+    """A RESHAPE in the input's own layout: only size-1 axes come or go, so the memory
+    order stays and an NHWC value stays NHWC-like (no TRANSPOSE)."""
+    x = node.input[0]
+    shape, out_shape = ctx.shape(x), static_shape(ctx, node.output[0], node)
+    p = ctx.perm_of(x)
+    if len(node.input) > 1 and node.input[1]:
+        axes = ctx.require_const(node.input[1], node, "axes").reshape(-1).tolist()
+    else:
+        axes = attrs(node).get("axes")
+    if node.op_type == "Squeeze":
+        gone = {ax % len(shape) for ax in axes} if axes else {i for i, d in enumerate(shape) if d == 1}
+        kept = [i for i in range(len(shape)) if i not in gone]
+        out_perm = tuple(kept.index(a) for a in p if a not in gone)
+    else:
+        added = sorted(ax % len(out_shape) for ax in axes)
+        old_axes = [i for i in range(len(out_shape)) if i not in added]  # ONNX output axis of input axis i
+        order = [old_axes[a] for a in p]
+        for ax in added:  # each new unit axis before the first larger one in tensor order
+            pos = next((i for i, o in enumerate(order) if o > ax), len(order))
+            order.insert(pos, ax)
+        out_perm = tuple(order)
+    out = ctx.output(node.output[0], out_shape, out_perm)
+    ctx.reshape_to(ctx.get(x, p), out, [out_shape[a] for a in out_perm])
 
 
 @converter("Transpose")
@@ -50,7 +72,8 @@ def transpose(ctx: Context, node):
     inv_q = inverse(q)
     r = tuple(inv_q[pi] for pi in p)  # Y.transpose(r) == X.transpose(p)
     out_shape = tuple(v.shape[a] for a in q)
-    ctx.values[node.output[0]] = Value(out_shape, v.dtype, r, idx, cache={r: idx})
+    # X's layouts are Y's too, also those made later (e.g. Kᵀ reads K's transposed copy).
+    ctx.values[node.output[0]] = Value(out_shape, v.dtype, r, idx, cache={r: idx}, source=(v, q))
 
 
 @converter("Concat")
@@ -168,9 +191,21 @@ def identity_op(ctx: Context, node):
     ctx.alias(node.output[0], node.input[0])
 
 
+_CASTABLE = {np.dtype(t) for t in (np.float32, np.int32, np.int64, np.bool_)}
+
+
 @converter("Cast")
 def cast(ctx: Context, node):
-    to = onnx.helper.tensor_dtype_to_np_dtype(attrs(node)["to"])
-    if np.dtype(to) != ctx.value(node.input[0]).dtype:
-        fail(node, f"casting {ctx.value(node.input[0]).dtype} to {np.dtype(to)} is not supported")
-    ctx.alias(node.output[0], node.input[0])
+    """CAST between float32, int32/int64 (int32 inside) and bool, with ONNX's semantics:
+    float to int truncates toward zero, non-zero is true."""
+    x = node.input[0]
+    to = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(attrs(node)["to"]))
+    src = ctx.dtype(x)
+    if to not in _CASTABLE or src not in _CASTABLE | {np.dtype(np.uint8), np.dtype(np.int8)}:
+        fail(node, f"casting {ctx.value(x).dtype} to {to} is not supported (float32, int32, int64 and bool are)")
+    if tfl_dtype(to) == src:
+        ctx.alias(node.output[0], x)
+        return
+    perm = ctx.perm_of(x)
+    out = ctx.output(node.output[0], ctx.shape(x), perm, tfl_dtype(to))
+    ctx.b.op(BOP.CAST, [ctx.get(x, perm)], [out])
