@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import helper
-from onnx_graphs import Graph, run_onnx
+from onnx_graphs import Graph, run_onnx, run_tflite
 
 from edgepack.tflite.convert import convert
 
@@ -46,34 +46,6 @@ class TypedGraph(Graph):
             else:
                 out[name] = rng.normal(0, 1, shape).astype(dtype)
         return out
-
-
-def run_tflite(model_bytes: bytes, io: dict, feeds: dict) -> dict[str, np.ndarray]:
-    """Run a converted model on ONNX-layout feeds (any element type); ONNX-layout outputs.
-    Float feeds of an integer-typed TFLite input are quantised with its parameters."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=model_bytes, num_threads=1)
-    it.allocate_tensors()
-    details = {d["name"]: d for d in it.get_input_details()}
-    for spec in io["inputs"]:
-        d = details[spec["name"]]
-        x = np.transpose(feeds[spec["name"]], spec["perm"])
-        if x.dtype.kind == "f" and d["dtype"] != x.dtype:
-            scale, zp = d["quantization"]
-            info = np.iinfo(d["dtype"])
-            x = np.clip(np.round(x / scale) + zp, info.min, info.max)
-        it.set_tensor(d["index"], np.ascontiguousarray(x).astype(d["dtype"]))
-    it.invoke()
-    outs = {}
-    details = {d["name"]: d for d in it.get_output_details()}
-    for spec in io["outputs"]:
-        d = details[spec["name"]]
-        y = it.get_tensor(d["index"])
-        if d["quantization"][0]:
-            y = (y.astype(np.float32) - d["quantization"][1]) * d["quantization"][0]
-        outs[spec["name"]] = np.transpose(y, np.argsort(spec["perm"]))
-    return outs
 
 
 def check(model: onnx.ModelProto, g: TypedGraph, rtol: float = RTOL, atol: float = ATOL, seeds=(1, 2)) -> bytes:

@@ -95,28 +95,28 @@ def run_onnx(model: onnx.ModelProto, feeds: dict) -> dict[str, np.ndarray]:
 
 
 def run_tflite(model_bytes: bytes, io: dict, feeds: dict) -> dict[str, np.ndarray]:
-    """Run a converted model on ONNX-layout feeds; returns ONNX-layout outputs."""
+    """Run a converted model on ONNX-layout feeds (any element type); ONNX-layout outputs.
+    Float feeds of an integer-typed TFLite input are quantised with its parameters."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_content=model_bytes, num_threads=1)
-    interp.allocate_tensors()
-    details = {d["name"]: d for d in interp.get_input_details()}
+    it = Interpreter(model_content=model_bytes, num_threads=1)
+    it.allocate_tensors()
+    details = {d["name"]: d for d in it.get_input_details()}
     for spec in io["inputs"]:
         d = details[spec["name"]]
         x = np.transpose(feeds[spec["name"]], spec["perm"])
-        if d["dtype"] != np.float32:  # an integer model's I/O: quantise with the tensor's parameters
+        if x.dtype.kind == "f" and d["dtype"] != x.dtype:
             scale, zp = d["quantization"]
             info = np.iinfo(d["dtype"])
             x = np.clip(np.round(x / scale) + zp, info.min, info.max)
-        interp.set_tensor(d["index"], np.ascontiguousarray(x).astype(d["dtype"]))
-    interp.invoke()
+        it.set_tensor(d["index"], np.ascontiguousarray(x).astype(d["dtype"]))
+    it.invoke()
     outs = {}
-    details = {d["name"]: d for d in interp.get_output_details()}
+    details = {d["name"]: d for d in it.get_output_details()}
     for spec in io["outputs"]:
         d = details[spec["name"]]
-        y = interp.get_tensor(d["index"])
-        if d["dtype"] != np.float32:
-            scale, zp = d["quantization"]
-            y = (y.astype(np.float32) - zp) * scale
+        y = it.get_tensor(d["index"])
+        if d["quantization"][0]:
+            y = (y.astype(np.float32) - d["quantization"][1]) * d["quantization"][0]
         outs[spec["name"]] = np.transpose(y, np.argsort(spec["perm"]))
     return outs

@@ -17,8 +17,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nlp_harness import TypedGraph, cosine, op_names, run_tflite  # noqa: E402
-from onnx_graphs import run_onnx  # noqa: E402
+from nlp_harness import TypedGraph, cosine, op_names  # noqa: E402
+from onnx_graphs import run_onnx, run_tflite  # noqa: E402
 
 from edgepack.errors import DataError, UnsupportedOperatorError  # noqa: E402
 from edgepack.tflite import quantize as tq  # noqa: E402
