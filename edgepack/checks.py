@@ -41,6 +41,7 @@ class Inputs:
     model_kind: str | None = None   # onnx | torch | pt2, when exactly one is given
     model_value: str | None = None
     input_shape: tuple | None = None
+    inputs: dict | None = None      # [model.inputs]: per-input tables
     targets: list[str] = field(default_factory=list)
     targets_dirs: list[Path] = field(default_factory=list)
     calibration_method: str | None = None
@@ -48,6 +49,7 @@ class Inputs:
     x_key: str = "x"
     y_key: str = "y"
     y_key_set: bool = False
+    x_key_set: bool = False         # an explicit x_key (else inputs are found by name in stage 2)
     preprocess: bool = False
     flags: bool = False             # the config was made from `edgepack build` flags
     shown_base: Path | None = None  # a config file's folder: paths are shown as the file has them
@@ -70,6 +72,7 @@ class Inputs:
             if i.model_kind == "torch" and ":" not in i.model_value:
                 i.model_kind = None  # refused by validation already
         i.input_shape = get(model, "input_shape")
+        i.inputs = get(model, "inputs") if isinstance(get(model, "inputs"), dict) else None
         targets = get(raw, "targets")
         i.targets = [t for t in targets if isinstance(t, str)] if isinstance(targets, list) else []
         dirs = get(raw, "targets_dirs")
@@ -85,6 +88,7 @@ class Inputs:
             if isinstance(get(d, key), str):
                 setattr(i, key, get(d, key))
         i.y_key_set = isinstance(get(d, "y_key"), str)
+        i.x_key_set = isinstance(get(d, "x_key"), str)
         i.preprocess = get(d, "preprocess") is not None
         return i
 
@@ -123,7 +127,7 @@ def _model_file_problems(i: Inputs) -> list[Problem]:
     if i.model_kind in ("torch", "pt2"):
         if importlib.util.find_spec("torch") is None:
             out.append((loc, "this model is a PyTorch source, install the torch extra: pip install 'edgepack[torch]'"))
-        if i.input_shape is None:
+        if i.input_shape is None and not i.inputs:
             out.append((("model", "input_shape"), ("required for a PyTorch model (the static input shape it is "
                                                   "exported with, e.g. 1,3,224,224)")))
     return out
@@ -201,7 +205,7 @@ def _data_file_problems(src: DataSource, i: Inputs) -> list[Problem]:
         except (OSError, zipfile.BadZipFile) as exc:
             return [(loc, f"{spec}: not a readable .npz file ({one_line(exc)})")]
         out = []
-        for key, name, needed in ((i.x_key, "x_key", True), (i.y_key, "y_key", i.y_key_set)):
+        for key, name, needed in ((i.x_key, "x_key", i.x_key_set), (i.y_key, "y_key", i.y_key_set)):
             if needed and key not in keys:
                 hint = _close(key, keys)
                 fix = (f"so store them under {key!r} (a config file can set [data] {name})" if i.flags

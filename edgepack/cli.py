@@ -130,6 +130,41 @@ def _parse_shape(text: str) -> tuple[list[int] | None, str | None]:
     return shape, None
 
 
+def _input_flags(shapes: list[str], dtypes: list[str], problems: list) -> dict:
+    """--input-shape / --input-dtype values as the config's [model] input_shape or inputs."""
+    named: dict[str, dict] = {}
+    plain = []
+    for text in shapes:
+        name, eq, dims = text.partition("=")
+        if not eq:
+            plain.append(text)
+            continue
+        name = name.strip()
+        if not name:
+            problems.append((("model", "input_shape"), f"{text!r}: expected NAME=DIMS, e.g. input_ids=1,64"))
+            continue
+        shape, problem = _parse_shape(dims) if dims.strip() else ([], None)  # NAME= is a scalar input
+        if problem:
+            problems.append((("model", "input_shape"), f"{name}: {problem}"))
+        named.setdefault(name, {})["shape"] = shape
+    for text in dtypes:
+        name, eq, dtype = text.partition("=")
+        if not eq or not name.strip():
+            problems.append((("model", "input_dtype"), f"{text!r}: expected NAME=DTYPE, e.g. input_ids=int64"))
+            continue
+        named.setdefault(name.strip(), {})["dtype"] = dtype.strip()
+    if plain and (named or len(plain) > 1):
+        problems.append((("model", "input_shape"), "give one --input-shape DIMS for a single-input model, or "
+                                                   "NAME=DIMS for each input, not both"))
+        return {}
+    if plain:
+        shape, problem = _parse_shape(plain[0])
+        if problem:
+            problems.append((("model", "input_shape"), problem))
+        return {"input_shape": shape}
+    return {"inputs": named} if named else {}
+
+
 def _drop_none(d: dict) -> dict:
     return {k: (_drop_none(v) if isinstance(v, dict) else v) for k, v in d.items() if v is not None}
 
@@ -148,8 +183,12 @@ def build(
     onnx_model: Annotated[Path | None, _opt("--onnx", panel=_MODEL, help="ONNX model file")] = None,
     torch_model: Annotated[str | None, _opt("--torch", panel=_MODEL, help="path/to/file.py:factory")] = None,
     pt2_model: Annotated[Path | None, _opt("--pt2", panel=_MODEL, help="torch.export .pt2 file")] = None,
-    input_shape: Annotated[str | None, _opt("--input-shape", panel=_MODEL,
-                                            help="static input shape, e.g. 1,3,224,224")] = None,
+    input_shape: Annotated[list[str] | None, _opt("--input-shape", panel=_MODEL, metavar="[NAME=]DIMS",
+                                                  help="static input shape, e.g. 1,3,224,224; per input of a "
+                                                       "multi-input model: input_ids=1,64 (repeat the flag)")] = None,
+    input_dtype: Annotated[list[str] | None, _opt("--input-dtype", panel=_MODEL, metavar="NAME=DTYPE",
+                                                  help="a PyTorch model input's dtype, e.g. input_ids=int64 "
+                                                       "(default float32; repeat the flag)")] = None,
     calib: Annotated[str | None, _opt("--calib", panel=_DATA,
                                       help="calibration data (.npy/.npz/folder/file.py:fn)")] = None,
     eval_data: Annotated[str | None, _opt("--eval", panel=_DATA, help="evaluation data, labelled or not")] = None,
@@ -192,7 +231,8 @@ def build(
     from .errors import ConfigError
     from .preflight import preflight
 
-    flags = {"--onnx": onnx_model, "--torch": torch_model, "--pt2": pt2_model, "--input-shape": input_shape,
+    flags = {"--onnx": onnx_model, "--torch": torch_model, "--pt2": pt2_model, "--input-shape": input_shape or None,
+             "--input-dtype": input_dtype or None,
              "--calib": calib, "--eval": eval_data, "--calibration-samples": calibration_samples,
              "--targets": targets, "--out": out_dir, "--name": name, "--version": version,
              "--calibration-method": calibration_method, "--tflite-io": tflite_io, "--tflite-layout": tflite_layout,
@@ -211,17 +251,14 @@ def build(
         else:
             sources = {k: str(v) for k, v in {"onnx": onnx_model, "torch": torch_model, "pt2": pt2_model}.items()
                        if v is not None}
-            problems, shape = [], None
-            if input_shape is not None:
-                shape, problem = _parse_shape(input_shape)
-                if problem:
-                    problems.append((("model", "input_shape"), problem))
+            problems: list = []
+            model_inputs = _input_flags(input_shape or [], input_dtype or [], problems)
             stem = Path(next(iter(sources.values())).split(":")[0]).stem if sources else "model"
             data = _drop_none({
                 "name": name or stem,
                 "version": version,
                 "out": None if out_dir is None else str(out_dir),
-                "model": {**sources, "input_shape": shape},
+                "model": {**sources, **model_inputs},
                 "data": {"calibration": calib, "evaluation": eval_data, "calibration_samples": calibration_samples},
                 "targets": None if targets is None else [t.strip() for t in targets.split(",") if t.strip()],
                 "quantization": {"calibration_method": calibration_method},

@@ -85,15 +85,57 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+INPUT_DTYPES = ("float32", "float16", "int64", "int32", "bool")
+
+
+class InputSection(_Strict):
+    """[model.inputs.NAME]: one model input's static shape and dtype."""
+
+    shape: tuple[int, ...] | None = Field(None, description="static shape; fixes the input's dynamic dims")
+    dtype: Literal["float32", "float16", "int64", "int32", "bool"] | None = Field(
+        None, description="for a PyTorch model: the dtype it is exported with (default float32); "
+                          "for ONNX it must match the graph")
+    layout: Literal["NCHW", "NHWC", "NCL", "NC", "other"] | None = Field(
+        None, description="what the input's axes mean (default: model.input_layout for rank-4 inputs)")
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and any(d <= 0 for d in v):
+            raise ValueError(f"{list(v)}: dimensions must be positive integers")
+        return v
+
+
 class ModelSection(_Strict):
     onnx: Path | None = None
     torch: str | None = Field(None, description="path/to/file.py:factory")
     pt2: Path | None = None
     input_shape: tuple[int, ...] | None = Field(
-        None, description="static input shape; required for torch, overrides dynamic ONNX dims"
+        None, description="static input shape of a single-input model; required for torch, overrides dynamic ONNX dims"
     )
+    inputs: dict[str, InputSection] | None = Field(
+        None, description="per input, in the model's input order: shape, dtype, layout (multi-input models)")
     opset: int = Field(18, ge=17)
     input_layout: Literal["NCHW", "NHWC", "NC", "other"] = "NCHW"
+
+    def shape_overrides(self) -> tuple[int, ...] | dict[str, tuple[int, ...]] | None:
+        """What fixes the graph's input shapes: one shape (single input) or shapes by input name."""
+        if self.inputs is not None:
+            return {k: tuple(v.shape) for k, v in self.inputs.items() if v.shape is not None}
+        return None if self.input_shape is None else tuple(self.input_shape)
+
+    def declared_inputs(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """(name, shape, dtype) of each input a PyTorch model is exported with."""
+        if self.inputs is not None:
+            return [(k, tuple(v.shape), v.dtype or "float32") for k, v in self.inputs.items()]
+        return [("input", tuple(self.input_shape), "float32")]
+
+    def layout_of(self, name: str, rank: int) -> str:
+        """What an input's axes mean: declared per input, else by rank (images take input_layout)."""
+        declared = self.inputs.get(name) if self.inputs else None
+        if declared is not None and declared.layout:
+            return declared.layout
+        return {0: "scalar", 1: "N", 2: "NC", 3: "NCL", 4: self.input_layout}.get(rank, "ND")
 
     @field_validator("torch")
     @classmethod
@@ -111,6 +153,17 @@ class ModelSection(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self, info: ValidationInfo):
+        flags = _style(info) == "flags"
+        if self.input_shape is not None and self.inputs is not None:
+            raise ValueError("give one --input-shape without a name or NAME=dims per input, not both" if flags
+                             else "give input_shape (one input) or [model.inputs.NAME] tables, not both")
+        if self.inputs is not None and not self.inputs:
+            raise ValueError("[model.inputs] names no input")
+        if self.torch is not None or self.pt2 is not None:
+            unshaped = [k for k, v in (self.inputs or {}).items() if v.shape is None]
+            if unshaped:
+                raise ValueError(f"input(s) {', '.join(map(repr, unshaped))} need a shape: a PyTorch model is "
+                                 "exported with static shapes" + (" (--input-shape NAME=dims)" if flags else ""))
         given = [k for k in ("onnx", "torch", "pt2") if getattr(self, k) is not None]
         if len(given) != 1:
             if _style(info) == "flags":
@@ -277,16 +330,44 @@ class CompressSection(_Strict):
 
 
 class TaskSection(_Strict):
-    """[task]: what the model is for, so artifacts are judged on it (edgepack.verification.tasks)."""
+    """[task]: what the model is for, so artifacts are judged on it (edgepack.verification.tasks).
 
-    name: Literal["classification", "detection", "segmentation", "embedding", "sequence", "regression"]
+    Either a built-in `name`, or `metric = "file.py:function"`: a user's metric function
+    (`name` omitted or "custom"; see `tasks.Custom` for what it is called with and must
+    return). Its path is relative to the config file's folder and is kept as written, so the
+    manifest records no build-host path; `build(base_dir)` resolves and imports it, which
+    runs that file's code, by design, like `[model] torch`. A custom metric has no default
+    gates: `gates` names any metric it returns, in the direction it returns with it.
+    """
+
+    name: Literal["classification", "detection", "segmentation", "embedding", "sequence", "regression",
+                  "custom"] | None = None
+    metric: str | None = Field(None, description='a user metric function, "path/to/file.py:function" (relative '
+                                                 "to the config's folder); importing the file runs its code")
     options: dict[str, Any] = Field({}, description="the task's options, e.g. detection layout and thresholds")
-    gates: dict[str, float] = Field({}, description="metric -> threshold, overriding the task's default gates")
+    gates: dict[str, float] = Field({}, description="metric -> threshold, overriding the task's default gates "
+                                                    "(a custom metric: any metric it returns)")
 
     @model_validator(mode="after")
     def _task_builds(self):
-        from .verification.tasks import make_task  # numpy only
+        from .verification.tasks import make_task, split_entry_point  # numpy only
 
+        if self.metric is not None or self.name == "custom":
+            if self.metric is None:
+                raise ValueError('name "custom" needs metric = "path/to/file.py:function"')
+            if self.name not in (None, "custom"):
+                raise ValueError(f"metric = {self.metric!r} is a custom metric and name = {self.name!r} a "
+                                 "built-in task; give one of them")
+            if split_entry_point(self.metric) is None:
+                raise ValueError(f"metric = {self.metric!r} is not 'path/to/file.py:function'")
+            if self.options:
+                raise ValueError(f"a custom metric takes no options (got {', '.join(map(repr, self.options))}); "
+                                 f"{self.metric} is called with the outputs and labels only")
+            self.name = "custom"
+            return self  # metric names are known once it runs: any gate name is accepted
+        if self.name is None:
+            raise ValueError('give name (classification | detection | segmentation | embedding | sequence | '
+                             'regression) or metric = "path/to/file.py:function"')
         try:
             defaults = {g["metric"] for g in make_task(self.name, self.options).default_gates()}
         except ValueError as exc:
@@ -297,12 +378,48 @@ class TaskSection(_Strict):
                              f"its gated metrics: {', '.join(sorted(defaults))}")
         return self
 
-    def task_gates(self) -> list[dict]:
-        """The task's default gates with this section's thresholds."""
+    def metric_path(self, base_dir: Path | str) -> str:
+        """The custom metric as an absolute `path/to/file.py:function`, its file resolved
+        against `base_dir` (the config's folder: `BuildConfig.base_dir`)."""
+        file_part, _, func = (self.metric or "").rpartition(":")
+        p = Path(file_part).expanduser()
+        return f"{p if p.is_absolute() else Path(base_dir) / p}:{func}"
+
+    def build(self, base_dir: Path | str, words: ProblemWords | None = None):
+        """The task to measure with (edgepack.verification.tasks.Task). A custom metric's file
+        is resolved against `base_dir` and imported, which runs its code; a file or function
+        that is missing is a ConfigError, worded by `words` (`BuildConfig.words`) when given."""
         from .verification.tasks import make_task
 
-        gates = make_task(self.name, self.options).default_gates()
-        return [{**g, "threshold": self.gates.get(g["metric"], g["threshold"])} for g in gates]
+        if self.name != "custom":
+            return make_task(self.name, self.options)
+        try:
+            return make_task("custom", {"metric": self.metric_path(base_dir)})
+        except ConfigError as exc:
+            if words is None:
+                raise
+            raise words.error([(("task", "metric"), str(exc))]) from None
+
+    def spec(self, portable=None) -> dict:
+        """The manifest's `model.task`: name and options; a custom metric as `options.metric`,
+        written by `portable` (`BuildConfig.portable_path`). Data only: the device runner
+        never runs it (`make_task(..., allow_custom=False)`)."""
+        if self.name != "custom":
+            return {"name": self.name, "options": dict(self.options)}
+        return {"name": "custom", "options": {"metric": portable(self.metric) if portable else self.metric}}
+
+    def task_gates(self, task=None) -> list[dict]:
+        """The task's gates with this section's thresholds: a built-in task's default gates,
+        or a custom metric's `gates`, each in the direction its function returned; `task` is
+        then the task `build` made, after its `prepare` on the float outputs."""
+        from .verification.tasks import make_task
+
+        if task is None:
+            if self.name == "custom" and self.gates:
+                raise ValueError("a custom metric's gates take their direction from its function: "
+                                 "pass the task built by build() and prepared on the float outputs")
+            task = make_task(self.name, self.options) if self.name != "custom" else None
+        return task.gates(self.gates) if task is not None else []
 
 
 class BuildConfig(_Strict):
@@ -341,6 +458,11 @@ class BuildConfig(_Strict):
             kind = "an ONNX file" if model.onnx is not None else "a .pt2 program (a frozen graph)"
             where = "--torch file.py:factory" if _style(info) == "flags" else "[model] torch = 'file.py:factory'"
             raise ValueError(f"compression needs a PyTorch factory ({where}), but the model is {kind}")
+        if v.enabled and model is not None and model.inputs is not None:
+            declared = model.declared_inputs()
+            if len(declared) != 1 or declared[0][2] not in ("float32", "float16"):
+                raise ValueError("compression (pruning, low-rank, distillation) supports models with one float "
+                                 f"input; this model has {', '.join(f'{n} {d}' for n, _, d in declared)}")
         return v
 
     def model_post_init(self, context: Any) -> None:
@@ -380,6 +502,8 @@ class BuildConfig(_Strict):
         distill = d["compress"].get("distill")
         if distill and distill.get("data") is not None:
             distill["data"] = self.portable_path(distill["data"])
+        if d.get("task") and d["task"].get("metric") is not None:
+            d["task"]["metric"] = self.portable_path(d["task"]["metric"])
         d["targets"] = [self.portable_path(t) if t.endswith(".toml") else t for t in d["targets"]]
         d["targets_dirs"] = [self.portable_path(p) for p in d["targets_dirs"]]
         return d

@@ -33,7 +33,7 @@ from .stages.quantize import Int8Graphs, quantized_ops, resolve_settings
 from .targets import TargetProfile, host_arch
 from .verification.host import Baseline, baseline_outputs, verify_target
 from .verification.hostinfo import host_info, tool_versions
-from .verification.tasks import make_task
+from .verification.metrics import n_calls, stacked
 
 INT8_KINDS = ("ort-int8", "tflite-int8")
 
@@ -62,6 +62,8 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     """Build, verify and bundle a release. Raises EdgepackError on bad input."""
     rep = reporter or Reporter()
     profiles = _profiles(preflight(config), config)
+    # a custom metric's file is imported (its code runs) before any slow stage: a missing one fails now
+    task = config.task.build(config.base_dir, config.words) if config.task else None
     final = Path(config.out).resolve() / f"{config.name}-{config.version}"
 
     with Staging(final) as staging, tempfile.TemporaryDirectory(prefix="edgepack-") as tmp:
@@ -73,34 +75,29 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         data, compression = None, None
         if config.compress.enabled:  # config validation guarantees a torch factory here
             # Compression trains and judges with the data, so it is loaded before export, checked
-            # against the declared input: the exported graph's input is input_shape in float32.
-            data = _load_data(config, TensorSpec("input", tuple(config.model.input_shape), "float32"), rep)
+            # against the declared input (config validation allows one float input here).
+            data = _load_data(config, _declared_specs(config), rep)
             loaded.module, compression = _compress(loaded.module, config, profiles, data, tmp, rep)
         float_path = _float_graph(loaded, config, tmp, rep, root / "baseline" / "model.float.onnx")
         float_model = onnx.load(str(float_path))
         inputs, outputs = io_specs(float_model)
-        if len(inputs) != 1:
-            raise ModelError(f"{loaded.source}: the graph has {len(inputs)} inputs "
-                             f"({', '.join(i.name for i in inputs)}); edgepack supports single-input models")
-        batch = inputs[0].shape[0]
-        calib, evalset, eval_note = data or _load_data(config, inputs[0], rep)
-        n_eval = (len(evalset) // batch) * batch
-        x_eval, y_eval = evalset.x[:n_eval], (None if evalset.y is None else evalset.y[:n_eval])
+        calib, evalset, eval_note = data or _load_data(config, inputs, rep)
+        batch, n_eval = evalset.batch, len(evalset)
 
         with rep.stage(f"float baseline ({n_eval} samples)"):
-            task = make_task(config.task.name, config.task.options) if config.task else None
-            base = baseline_outputs(float_path, x_eval, y_eval, batch, task)
-            golden, reference_data = write_reference_data(root, x_eval, y_eval, base.outputs, batch,
-                                                          config.verify.golden_samples)
+            base = baseline_outputs(float_path, evalset.calls, evalset.y, task)
+            if task is not None:  # a custom metric runs once on float vs float: its names and directions
+                task.prepare(stacked(base.outputs, n_calls(evalset.calls)), evalset.y)
+            golden, reference_data = write_reference_data(root, evalset, base.outputs, config.verify.golden_samples)
         if compression is not None:
-            compression = _measure_compression(compression, float_path, x_eval, y_eval, batch, profiles, config, rep)
+            compression = _measure_compression(compression, float_path, evalset, profiles, config, rep)
 
         int8 = Int8Graphs(float_path, calib, tmp, loaded.source, rep)
         emit_cache: dict = {}
         targets = {}
         for profile in profiles:
-            targets[profile.name] = _target(config, profile, float_path, int8, emit_cache, calib, base,
-                                            x_eval, y_eval, batch, root, loaded.source, rep)
+            targets[profile.name] = _target(config, profile, float_path, int8, emit_cache, calib, base, evalset,
+                                            root, loaded.source, rep)
         if not any(t.artifacts for t in targets.values()):  # nothing to ship: the model itself is the problem
             first = next(n for t in targets.values() for n in t.not_produced)
             raise ModelError(f"{loaded.source}: no artifact could be produced for any target; "
@@ -118,8 +115,8 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
             host=host_info(),
             source={"kind": _source_kind(config), "path": config.portable_path(_source(config)),
                     "sha256": source_sha256(_source(config))},
-            model={"task": config.task.model_dump(include={"name", "options"}) if config.task else None,
-                   "inputs": [dict(s.to_json(), layout=config.model.input_layout) for s in inputs],
+            model={"task": config.task.spec(config.portable_path) if config.task else None,
+                   "inputs": [dict(s.to_json(), layout=config.model.layout_of(s.name, len(s.shape))) for s in inputs],
                    "outputs": [s.to_json() for s in outputs], "batch": batch,
                    "parameters": parameter_count(float_model), "op_counts": op_counts(float_model)},
             baseline={**file_entry(float_path, root), "runtime": "onnxruntime", "precision": "float32",
@@ -127,7 +124,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
             compression=compression,
             data={"calibration": {**_data_identity(config, config.data.calibration), "samples": len(calib)},
                   "evaluation": {**_data_identity(config, config.data.evaluation or config.data.calibration),
-                                 "samples": n_eval, "labelled": y_eval is not None, "note": eval_note}},
+                                 "samples": n_eval, "labelled": evalset.y is not None, "note": eval_note}},
             golden=golden,
             reference_data=reference_data,
             targets=targets,
@@ -165,17 +162,23 @@ def _source(config: BuildConfig) -> str:
     return str(getattr(config.model, _source_kind(config)))
 
 
-def _load_data(config: BuildConfig, in_spec: TensorSpec, rep: Reporter) -> tuple[Dataset, Dataset, str]:
-    """Calibration and evaluation data checked against the model input; evaluation falls back
-    to the calibration data (and says so)."""
+def _declared_specs(config: BuildConfig) -> list[TensorSpec]:
+    return [TensorSpec(n, s, d) for n, s, d in config.model.declared_inputs()]
+
+
+def _load_data(config: BuildConfig, in_spec: list[TensorSpec], rep: Reporter) -> tuple[Dataset, Dataset, str]:
+    """Calibration and evaluation data checked against the model inputs; evaluation falls
+    back to the calibration data (and says so)."""
     d = config.data
+    # class indices unless a task other than classification reads the labels its own way
+    labels = "classes" if config.task is None or config.task.name == "classification" else "task"
     with rep.stage("loading data"):
         calib = load_dataset(d.calibration, in_spec, x_key=d.x_key, y_key=d.y_key, preprocess=d.preprocess,
-                             limit=d.calibration_samples, role="calibration")
+                             limit=d.calibration_samples, role="calibration", labels=labels)
         if not d.evaluation:
             return calib, calib, "calibration data (no evaluation data given: numbers are optimistic)"
         evalset = load_dataset(d.evaluation, in_spec, x_key=d.x_key, y_key=d.y_key, preprocess=d.preprocess,
-                               limit=d.evaluation_samples, role="evaluation")
+                               limit=d.evaluation_samples, role="evaluation", labels=labels)
     return calib, evalset, "held-out evaluation data"
 
 
@@ -188,10 +191,10 @@ def _float_graph(loaded, config: BuildConfig, tmp: Path, rep: Reporter, dest: Pa
         from .stages.export import export_torch
 
         with rep.stage("exporting to ONNX (torch.onnx, dynamo)") as tick:
-            model = load_onnx(export_torch(loaded.module, tuple(m.input_shape), tmp / "exported.onnx", opset=m.opset,
+            model = load_onnx(export_torch(loaded.module, m.declared_inputs(), tmp / "exported.onnx", opset=m.opset,
                                            progress=tick))
     with rep.stage("cleaning the float graph"):
-        cleaned = clean_float_graph(model, loaded.source, m.input_shape)
+        cleaned = clean_float_graph(model, loaded.source, m.shape_overrides())
         dest.parent.mkdir(parents=True, exist_ok=True)
         onnx.save(cleaned, str(dest))
     return dest
@@ -204,39 +207,39 @@ def _compress(module, config: BuildConfig, profiles: list[TargetProfile], data, 
 
     m, d, dcfg = config.model, config.data, config.compress.distill
     calib, evalset, _ = data
-    batch = m.input_shape[0]
-    n_eval = (len(evalset) // batch) * batch
+    ((_, input_shape, _),) = m.declared_inputs()
     train, train_source = None, "calibration data"
     if dcfg is not None and dcfg.data:
-        spec = TensorSpec("input", tuple(m.input_shape), "float32")
+        spec = _declared_specs(config)
         with rep.stage("loading distillation data"):
             train = load_dataset(dcfg.data, spec, x_key=d.x_key, y_key=d.y_key, preprocess=d.preprocess,
                                  limit=dcfg.samples, role="distillation")
         train_source = config.portable_path(train.source)
     with rep.stage("exporting the unpruned model (the comparison baseline)") as tick:
-        raw = export_torch(module, tuple(m.input_shape), tmp / "unpruned.exported.onnx", opset=m.opset, progress=tick)
+        raw = export_torch(module, m.declared_inputs(), tmp / "unpruned.exported.onnx", opset=m.opset, progress=tick)
         unpruned = tmp / "unpruned.float.onnx"
-        onnx.save(clean_float_graph(load_onnx(raw), m.torch, m.input_shape), str(unpruned))
+        onnx.save(clean_float_graph(load_onnx(raw), m.torch, m.shape_overrides()), str(unpruned))
     result = compress(module, config.compress, rep, data=CompressionData(
-        input_shape=tuple(m.input_shape), calibration_x=calib.x, calibration_y=calib.y,
-        eval_x=evalset.x[:n_eval], eval_y=None if evalset.y is None else evalset.y[:n_eval],
+        input_shape=tuple(input_shape), calibration_x=calib.x, calibration_y=calib.y,
+        eval_x=evalset.x, eval_y=evalset.y,
         train_x=None if train is None else train.x, train_y=None if train is None else train.y,
         train_source=train_source, round_to=profiles[0].round_to))
     return result.module, {"record": result.record, "unpruned_onnx": unpruned}
 
 
-def _measure_compression(compression: dict, float_path: Path, x, y, batch: int, profiles, config: BuildConfig,
+def _measure_compression(compression: dict, float_path: Path, evalset: Dataset, profiles, config: BuildConfig,
                          rep: Reporter) -> dict:
     from .verification.compression import measure_compression
 
     with rep.stage("measuring the compressed float model against the unpruned one"):
-        return measure_compression(compression["record"], compression["unpruned_onnx"], float_path, x, y, batch,
+        return measure_compression(compression["record"], compression["unpruned_onnx"], float_path, evalset.calls,
+                                   evalset.y,
                                    threads=config.verify.host_threads or profiles[0].threads,
                                    warmup=config.verify.warmup_runs, min_runs=config.verify.latency_runs)
 
 
 def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8: Int8Graphs, emit_cache: dict,
-            calib: Dataset, base: Baseline, x, y, batch: int, root: Path, source: str, rep: Reporter) -> TargetEntry:
+            calib: Dataset, base: Baseline, evalset: Dataset, root: Path, source: str, rep: Reporter) -> TargetEntry:
     """Emit and verify one target's artifacts; its manifest entry.
 
     Float artifacts come first: an operator a format cannot express is found there, in
@@ -274,16 +277,18 @@ def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8:
     gates = profile.gates.model_dump()
     gates.update({k: v for k, v in config.gates.model_dump().items() if v is not None})
     if config.task is not None:
-        gates["task"] = config.task.task_gates()
+        gates["task"] = config.task.task_gates(base.task)
         if config.task.name != "classification" and config.gates.min_sqnr_db is None:
             # one SQNR over a whole output misjudges what is not a classifier (a detector's box
             # coordinates drown its class scores): the task's gates judge it instead
             gates["min_sqnr_db"] = None
     with rep.stage(f"{profile.name}: verifying {len(artifacts)} artifacts") as tick:
         done = iter(range(1, len(artifacts) + 1))
-        entry = verify_target(profile, artifacts, base, x, y, batch, root, gates=gates, float_onnx=float_path,
-                              warmup=config.verify.warmup_runs, runs=config.verify.latency_runs,
-                              threads=config.verify.host_threads, input_layout=config.model.input_layout,
+        entry = verify_target(profile, artifacts, base, evalset.calls, evalset.y, root, gates=gates,
+                              float_onnx=float_path, warmup=config.verify.warmup_runs, runs=config.verify.latency_runs,
+                              threads=config.verify.host_threads,
+                              input_layouts={n: config.model.layout_of(n, a.ndim - 1)
+                                             for n, a in evalset.calls.items()},
                               weight_bytes=weight_bytes, quantized_fraction=quantized_ops,
                               on_artifact=lambda a: tick(next(done) - 1, len(artifacts)))
         tick(len(artifacts), len(artifacts))

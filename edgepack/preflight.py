@@ -26,7 +26,6 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .checks import DataSource, Inputs, cheap_problems, entry_point, raw_problems
 from .config import BuildConfig
@@ -68,9 +67,11 @@ def _inputs(c: BuildConfig) -> Inputs:
         data.append(DataSource(("compress", "distill", "data"), distill.data, "distillation", distill.samples,
                                ("compress", "distill", "samples")))
     return Inputs(model_kind=kind, model_value=str(getattr(c.model, kind)), input_shape=c.model.input_shape,
+                  inputs=c.model.inputs,
                   targets=list(c.targets), targets_dirs=[Path(p) for p in c.targets_dirs],
                   calibration_method=c.quantization.calibration_method, data=data, x_key=d.x_key, y_key=d.y_key,
-                  y_key_set="y_key" in d.model_fields_set, preprocess=d.preprocess is not None,
+                  y_key_set="y_key" in d.model_fields_set,
+                  x_key_set="x_key" in d.model_fields_set, preprocess=d.preprocess is not None,
                   flags=c.words.style == "flags", shown_base=c.base_dir if c.words.style == "file" else None)
 
 
@@ -87,17 +88,17 @@ class _Input:
 
 def _model_problems(config: BuildConfig, i: Inputs) -> list[Problem]:
     if i.model_kind == "onnx":
-        problems, spec = _onnx_input(config, i.model_value, i.show(i.model_value))
+        problems, specs = _onnx_inputs(config, i.model_value, i.show(i.model_value))
     else:
-        problems, spec = [], _Input("input", tuple(config.model.input_shape), "float32")
-    if spec is None or not all(isinstance(d, int) for d in spec.shape) or not spec.shape:
+        problems, specs = [], [_Input(n, s, d) for n, s, d in config.model.declared_inputs()]
+    if not specs or any(not all(isinstance(d, int) for d in s.shape) for s in specs):
         return problems
     for src in i.data:
-        problems += _data_header_problems(src, spec, i.x_key, i.show(src.spec))
+        problems += _data_header_problems(src, specs, i.x_key, i.show(src.spec))
     return problems
 
 
-def _onnx_input(config: BuildConfig, path: str, shown: str) -> tuple[list[Problem], _Input | None]:
+def _onnx_inputs(config: BuildConfig, path: str, shown: str) -> tuple[list[Problem], list[_Input]]:
     import onnx
     from onnx import helper
 
@@ -105,39 +106,53 @@ def _onnx_input(config: BuildConfig, path: str, shown: str) -> tuple[list[Proble
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and friends, as load_onnx says
-        return [(loc, f"{shown}: not a readable ONNX model ({type(exc).__name__}: {one_line(exc)})")], None
+        return [(loc, f"{shown}: not a readable ONNX model ({type(exc).__name__}: {one_line(exc)})")], []
     path = shown
     inits = {t.name for t in model.graph.initializer}
-    inputs = [vi for vi in model.graph.input if vi.name not in inits]
-    if len(inputs) != 1:
-        names = ", ".join(vi.name for vi in inputs) or "none"
-        return [(loc, (f"{path}: the graph has {len(inputs)} inputs ({names}), "
-                      "but edgepack supports single-input models"))], None
-    vi = inputs[0]
-    tt = vi.type.tensor_type
-    # -1 (or 0) from some exporters marks a dynamic dimension, like a symbol
-    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
-                 for d in tt.shape.dim)
-    try:
-        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else None
-    except (KeyError, TypeError, ValueError):  # an element type numpy has no dtype for
-        dtype = None
-    override = config.model.input_shape
-    if override is None:
-        return [], _Input(vi.name, dims, dtype)
+    graph_inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    if not graph_inputs:
+        return [(loc, f"{path}: the graph has no inputs")], []
+    names = [vi.name for vi in graph_inputs]
     where = ("model", "input_shape")
-    if len(override) != len(dims):
-        return [(where, (f"{path}: input '{vi.name}' has rank {len(dims)} ({list(dims)}) but input_shape "
-                        f"{list(override)} has rank {len(override)}"))], None
-    if any(isinstance(h, int) and h != w for h, w in zip(dims, override)):
-        return [(where, (f"{path}: input '{vi.name}' has static shape {list(dims)}, "
-                        f"input_shape {list(override)} contradicts it"))], None
-    return [], _Input(vi.name, tuple(override), dtype)
+    declared = config.model.inputs or {}
+    if config.model.input_shape is not None and len(graph_inputs) != 1:
+        return [(where, (f"{path}: one input_shape given but the graph has {len(graph_inputs)} inputs "
+                        f"({', '.join(names)}); give one per input name"))], []
+    unknown = [n for n in declared if n not in names]
+    if unknown:
+        return [(("model", "inputs"), (f"{path}: names input(s) {', '.join(map(repr, unknown))} the graph does not "
+                                      f"have (inputs: {', '.join(names)})"))], []
+    problems, specs = [], []
+    for vi in graph_inputs:
+        tt = vi.type.tensor_type
+        # -1 (or 0) from some exporters marks a dynamic dimension, like a symbol
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
+                     for d in tt.shape.dim)
+        try:
+            dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type).name if tt.elem_type else None
+        except (KeyError, TypeError, ValueError):  # an element type numpy has no dtype for
+            dtype = None
+        d = declared.get(vi.name)
+        if d is not None and d.dtype is not None and dtype is not None and d.dtype != dtype:
+            problems.append((("model", "inputs"), f"{path}: input '{vi.name}' is {dtype} in the graph, "
+                                                  f"the config declares {d.dtype}"))
+        override = config.model.input_shape if config.model.input_shape is not None else (d.shape if d else None)
+        if override is None:
+            specs.append(_Input(vi.name, dims, dtype))
+            continue
+        if len(override) != len(dims):
+            problems.append((where, (f"{path}: input '{vi.name}' has rank {len(dims)} ({list(dims)}) but its "
+                                     f"input_shape {list(override)} has rank {len(override)}")))
+        elif any(isinstance(h, int) and h != w for h, w in zip(dims, override)):
+            problems.append((where, (f"{path}: input '{vi.name}' has static shape {list(dims)}, "
+                                     f"input_shape {list(override)} contradicts it")))
+        specs.append(_Input(vi.name, tuple(override), dtype))
+    return problems, ([] if problems else specs)
 
 
-def _array_header(src: DataSource, x_key: str) -> tuple[tuple, Any] | None:
-    """(shape, dtype) of the input array of a .npy/.npz source, read without its data;
-    None for other sources or a header this cannot read (the data loader then says why)."""
+def _array_headers(src: DataSource, specs: list[_Input], x_key: str) -> dict[str, tuple] | None:
+    """(shape, dtype) per input name of a .npy/.npz source, read without its data; None for
+    other sources or headers this cannot read (the data loader then says why)."""
     if entry_point(src.spec) is not None:
         return None
     p = Path(src.spec)
@@ -156,41 +171,75 @@ def _array_header(src: DataSource, x_key: str) -> tuple[tuple, Any] | None:
 
     try:
         if suffix == ".npy":
+            if len(specs) != 1:
+                return None
             with open(p, "rb") as fp:
-                return read(fp)
-        with zipfile.ZipFile(p) as z, z.open(f"{x_key}.npy") as fp:
-            return read(fp)
+                return {specs[0].name: read(fp)}
+        with zipfile.ZipFile(p) as z:
+            members = [m[:-4] for m in z.namelist() if m.endswith(".npy")]
+            out = {}
+            for s in specs:
+                key = (x_key if x_key in members else s.name) if len(specs) == 1 else s.name
+                if key not in members:
+                    out[s.name] = members  # no array for this input: the keys it has
+                    continue
+                with z.open(f"{key}.npy") as fp:
+                    out[s.name] = read(fp)
+            return out
     except (OSError, EOFError, KeyError, SyntaxError, ValueError, zipfile.BadZipFile):
         return None
 
 
-def _data_header_problems(src: DataSource, spec: _Input, x_key: str, where: str) -> list[Problem]:
-    """The checks data.py makes when the data loads, on the array header alone."""
+def _data_header_problems(src: DataSource, specs: list[_Input], x_key: str, where: str) -> list[Problem]:
+    """The checks data.py makes when the data loads, on the array headers alone."""
     import numpy as np
 
-    header = _array_header(src, x_key)
-    if header is None:
-        return []
-    shape, dtype = header
     role, loc = src.role, src.loc
-    sample = list(spec.shape[1:])
-    if not shape or 0 in shape:
-        return [(loc, f"{role} data {where} is empty, expected samples of shape {sample}")]
-    if dtype.kind not in "fiu":
-        return [(loc, f"{role} data {where}: dtype {dtype} is not numeric, expected {spec.dtype or 'numbers'}")]
-    if spec.dtype is not None:
-        want_float = np.dtype(spec.dtype).kind == "f"
-        if want_float and dtype.kind != "f":
-            return [(loc, (f"{role} data {where}: dtype {dtype} but model input '{spec.name}' is {spec.dtype}, "
-                          "give preprocessed floating-point samples"))]
-        if not want_float and dtype.kind == "f":
-            return [(loc, f"{role} data {where}: dtype {dtype} but model input '{spec.name}' is {spec.dtype}")]
-    if list(shape[1:]) != sample:
-        return [(loc, (f"{role} data {where}: samples have shape {list(shape[1:])} (array {list(shape)}) "
-                      f"but model input '{spec.name}' expects {list(spec.shape)}, i.e. samples of {sample}"))]
-    batch = spec.shape[0]
+    if len(specs) > 1 and entry_point(src.spec) is None and Path(src.spec).suffix.lower() == ".npy":
+        return [(loc, (f"{role} data {where}: a .npy holds one array but the model has {len(specs)} inputs "
+                      f"({', '.join(s.name for s in specs)}); give an .npz with one key per input name"))]
+    headers = _array_headers(src, specs, x_key)
+    if headers is None:
+        return []
+    missing = [s.name for s in specs if isinstance(headers[s.name], list)]
+    if missing:
+        have = ", ".join(headers[missing[0]]) or "none"
+        if len(specs) == 1:
+            return [(loc, (f"{where}: no array {x_key!r} or {missing[0]!r} for the inputs (has: {have}); "
+                          "store them under the input's name or set x_key in [data]"))]
+        return [(loc, (f"{where}: no array for model input(s) {', '.join(map(repr, missing))} (has: {have}); "
+                      f"a multi-input model's data has one key per input name"))]
+    calls = {}
+    for spec in specs:
+        shape, dtype = headers[spec.name]
+        what = f"{role} data {where}" + (f": input '{spec.name}'" if len(specs) > 1 else "")
+        full, sample = list(spec.shape), list(spec.shape[1:])
+        if not shape or 0 in shape:
+            return [(loc, f"{what} is empty, expected samples of shape {sample}")]
+        if dtype.kind not in "fiub":
+            return [(loc, f"{what}: dtype {dtype} is not numeric, expected {spec.dtype or 'numbers'}")]
+        if spec.dtype is not None:
+            want_float = np.dtype(spec.dtype).kind == "f"
+            if want_float and dtype.kind != "f":
+                return [(loc, (f"{what}: dtype {dtype} but model input '{spec.name}' is {spec.dtype}, "
+                              "give preprocessed floating-point samples"))]
+            if not want_float and dtype.kind == "f":
+                return [(loc, f"{what}: dtype {dtype} but model input '{spec.name}' is {spec.dtype}")]
+        if list(shape[1:]) == full:
+            calls[spec.name] = shape[0]
+        elif full and list(shape[1:]) == sample:
+            calls[spec.name] = shape[0] // full[0]
+        else:
+            forms = f"samples of {sample}" + (f" or of {full}" if full and full[0] != 1 else "")
+            return [(loc, (f"{what}: samples have shape {list(shape[1:])} (array {list(shape)}) "
+                          f"but model input '{spec.name}' expects {full}, i.e. {forms}"))]
+    batch = specs[0].shape[0] if specs[0].shape else 1
+    if len(set(calls.values())) > 1:
+        return [(loc, f"{role} data {where}: inputs give different numbers of model calls "
+                      f"({', '.join(f'{k}: {v}' for k, v in calls.items())})")]
     if src.limit is not None and src.limit < batch:
         return [(src.limit_loc, f"{src.limit} is fewer than the model's batch size {batch}")]
-    if shape[0] < batch:
-        return [(loc, f"{role} data {where}: {shape[0]} samples is fewer than the model's batch size {batch}")]
+    if min(calls.values()) < 1:
+        rows = headers[specs[0].name][0][0]
+        return [(loc, f"{role} data {where}: {rows} samples is fewer than the model's batch size {batch}")]
     return []

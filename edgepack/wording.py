@@ -45,6 +45,8 @@ FLAGS: dict[tuple[str, ...], str] = {
     ("model", "torch"): "--torch",
     ("model", "pt2"): "--pt2",
     ("model", "input_shape"): "--input-shape",
+    ("model", "inputs"): "--input-shape/--input-dtype",
+    ("model", "input_dtype"): "--input-dtype",
     ("data", "calibration"): "--calib",
     ("data", "evaluation"): "--eval",
     ("data", "calibration_samples"): "--calibration-samples",

@@ -122,11 +122,11 @@ def test_build_with_npz_keys_and_image_folder(tmp_path):
     assert m["data"]["calibration"]["samples"] == 16
     assert m["data"]["evaluation"] == {**m["data"]["evaluation"], "samples": n, "labelled": True}
     with np.load(bundle / "data" / "eval.npz") as z:
-        assert z["x"].shape == (n, 3, 8, 8)
+        assert z["in_0"].shape == (n, 1, 3, 8, 8)  # one entry per model call (batch 1)
         assert z["y"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
         first = np.asarray(Image.open(proj / "data" / "images" / "a" / "0.png").resize((8, 8), Image.BILINEAR),
                            np.float32)
-        np.testing.assert_allclose(z["x"][0], ((first / 255 - 0.5) / 0.25).transpose(2, 0, 1), atol=1e-5)
+        np.testing.assert_allclose(z["in_0"][0, 0], ((first / 255 - 0.5) / 0.25).transpose(2, 0, 1), atol=1e-5)
 
 
 def test_target_profile_path_in_config_is_relative_to_the_config(tmp_path):

@@ -161,3 +161,90 @@ def test_fewer_samples_than_batch_is_refused(tmp_path):
     np.save(tmp_path / "few.npy", _x(3))
     with pytest.raises(DataError, match="batch"):
         load_dataset(str(tmp_path / "few.npy"), TensorSpec("input", (4, 3, 8, 8), "float32"))
+
+
+# ------------------------------------------------------------------ several inputs
+
+AUDIO = TensorSpec("audio", (1, 512), "float32")
+STATE = TensorSpec("state", (2, 1, 64), "float32")
+RATE = TensorSpec("sr", (), "int64")
+IDS = TensorSpec("input_ids", (1, 16), "int64")
+MASK = TensorSpec("attention_mask", (1, 16), "int64")
+
+
+def _vad_arrays(n, rng=np.random.default_rng(0)):
+    return {"audio": rng.normal(size=(n, 512)).astype(np.float32),         # (N, *shape[1:])
+            "state": np.zeros((n, 2, 1, 64), np.float32),                  # (N, *shape)
+            "sr": np.full(n, 16000, np.int64)}                             # scalar: (N,)
+
+
+def test_npz_with_one_key_per_input_in_both_sample_forms_and_a_scalar(tmp_path):
+    np.savez(tmp_path / "d.npz", **_vad_arrays(6), y=np.arange(6) % 2)
+    ds = load_dataset(str(tmp_path / "d.npz"), [AUDIO, STATE, RATE])
+    assert ds.names == ["audio", "state", "sr"] and ds.n_calls == 6 and len(ds) == 6
+    assert ds.calls["audio"].shape == (6, 1, 512) and ds.calls["state"].shape == (6, 2, 1, 64)
+    assert ds.calls["sr"].shape == (6,) and ds.calls["sr"].dtype == np.int64
+    feed = ds.feed(2)
+    assert feed["audio"].shape == (1, 512) and feed["state"].shape == (2, 1, 64) and feed["sr"].shape == ()
+    assert ds.y.tolist() == [0, 1, 0, 1, 0, 1]
+    assert ds.head(4).n_calls == 4 and ds.head(4).y.tolist() == [0, 1, 0, 1]
+
+
+def test_integer_inputs_keep_integers_and_refuse_floats(tmp_path):
+    ids = np.random.default_rng(1).integers(0, 100, (5, 16))
+    np.savez(tmp_path / "ok.npz", input_ids=ids.astype(np.int32), attention_mask=np.ones((5, 1, 16), bool))
+    ds = load_dataset(str(tmp_path / "ok.npz"), [IDS, MASK])
+    assert ds.calls["input_ids"].dtype == np.int64 and ds.calls["attention_mask"].dtype == np.int64
+    np.testing.assert_array_equal(ds.calls["input_ids"][:, 0], ids)
+    np.savez(tmp_path / "bad.npz", input_ids=ids.astype(np.float32), attention_mask=np.ones((5, 16), np.int64))
+    with pytest.raises(DataError, match="input 'input_ids' has dtype float32 but the model input is int64; "
+                                        "integer inputs .* are never quantised"):
+        load_dataset(str(tmp_path / "bad.npz"), [IDS, MASK])
+
+
+@pytest.mark.parametrize("arrays, words", [
+    ({"input_ids": np.zeros((4, 16), np.int64)}, "no array for model input(s) 'attention_mask' (has: input_ids)"),
+    ({"input_ids": np.zeros((4, 16), np.int64), "attention_mask": np.zeros((3, 16), np.int64)},
+     "inputs give different numbers of model calls (input_ids: 4, attention_mask: 3)"),
+    ({"input_ids": np.zeros((4, 15), np.int64), "attention_mask": np.zeros((4, 16), np.int64)},
+     "input 'input_ids' has array shape [4, 15] but the model input is [1, 16]; expected [N, 1, 16] or [N, 16]"),
+    ({"input_ids": np.full((4, 16), 2**40), "attention_mask": np.zeros((4, 16), np.int64)}, None),
+], ids=["missing-key", "different-counts", "bad-shape", "fits-int64"])
+def test_multi_input_problems_name_the_input(tmp_path, arrays, words):
+    np.savez(tmp_path / "d.npz", **arrays)
+    if words is None:
+        assert load_dataset(str(tmp_path / "d.npz"), [IDS, MASK]).n_calls == 4
+        return
+    with pytest.raises(DataError) as e:
+        load_dataset(str(tmp_path / "d.npz"), [IDS, MASK])
+    assert words in str(e.value) and "d.npz" in str(e.value)
+
+
+def test_int32_input_out_of_range_and_npy_for_two_inputs_are_refused(tmp_path):
+    np.savez(tmp_path / "d.npz", ids=np.full((2, 4), 2**40))
+    with pytest.raises(DataError, match=r"outside int32's range"):
+        load_dataset(str(tmp_path / "d.npz"), [TensorSpec("ids", (1, 4), "int32")])
+    np.save(tmp_path / "x.npy", np.zeros((4, 16), np.int64))
+    with pytest.raises(DataError, match="a .npy holds one array but the model has 2 inputs"):
+        load_dataset(str(tmp_path / "x.npy"), [IDS, MASK])
+
+
+def test_entry_point_yielding_dicts_by_input_name(tmp_path):
+    (tmp_path / "feed.py").write_text(textwrap.dedent("""
+        import numpy as np
+        def calls():
+            for i in range(3):
+                yield {"input_ids": np.full((1, 16), i), "attention_mask": np.ones((1, 16), np.int64), "y": [i]}
+        def arrays():
+            yield np.zeros((1, 16), np.int64)
+    """))
+    ds = load_dataset(f"{tmp_path / 'feed.py'}:calls", [IDS, MASK])
+    assert ds.n_calls == 3 and ds.y.tolist() == [0, 1, 2]
+    assert [int(f["input_ids"][0, 0]) for f in ds.feeds()] == [0, 1, 2]
+    with pytest.raises(DataError, match="yielded a ndarray; a model with 2 inputs needs dicts"):
+        load_dataset(f"{tmp_path / 'feed.py'}:arrays", [IDS, MASK])
+
+
+def test_single_input_npz_found_under_the_input_name(tmp_path):
+    np.savez(tmp_path / "d.npz", input=_x(4))
+    assert load_dataset(str(tmp_path / "d.npz"), SPEC).n_calls == 4

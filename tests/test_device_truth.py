@@ -25,7 +25,8 @@ INDEPENDENT = textwrap.dedent('''
     import numpy as np
     bundle, target = sys.argv[1], sys.argv[2]
     m = json.load(open(bundle + "/manifest.json"))
-    data = np.load(bundle + "/data/eval.npz"); x, y = data["x"], data["y"]
+    data = np.load(bundle + "/data/eval.npz"); y = data["y"]
+    x = data["in_0"].reshape(-1, *data["in_0"].shape[2:])  # calls of batch 1 -> samples
     out = {}
     for a in m["targets"][target]["artifacts"]:
         path = bundle + "/" + a["path"]

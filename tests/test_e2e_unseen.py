@@ -153,13 +153,15 @@ def test_weight_ratio_counts_stored_weights(built):
 def test_golden_and_eval_reference_outputs_are_float_outputs(built, digits16):
     b = built.bundle
     sess = ort_session(b / "baseline" / "model.float.onnx")
-    gx = np.load(b / "golden" / "inputs.npy")
+    with np.load(b / "golden" / "inputs.npz") as z:
+        assert z.files == ["in_0"]  # one array per model input, one entry per call (batch 1)
+        gx = z["in_0"].reshape(-1, *z["in_0"].shape[2:])
     assert len(gx) >= 1
     np.testing.assert_allclose(gx, digits16.x_eval[: len(gx)])
     with np.load(b / "golden" / "reference_outputs.npz") as z:
         np.testing.assert_allclose(z["arr_0"], run_batches(sess, gx), atol=1e-5)
     with np.load(b / "data" / "eval.npz") as z:
-        np.testing.assert_array_equal(z["x"], digits16.x_eval)
+        np.testing.assert_array_equal(z["in_0"].reshape(digits16.x_eval.shape), digits16.x_eval)
         np.testing.assert_array_equal(z["y"], digits16.y_eval)
     with np.load(b / "data" / "eval_reference_outputs.npz") as z:
         np.testing.assert_allclose(z["arr_0"], run_batches(sess, digits16.x_eval), atol=1e-5)

@@ -18,7 +18,7 @@ from edgepack.targets import OrtSettings, host_arch, resolve_target
 @pytest.fixture(scope="module")
 def qdq_by_target(tiny_float_clean, tmp_path_factory):
     d = tmp_path_factory.mktemp("qdq")
-    calib = Dataset(models.tiny_inputs(32, seed=1), None, "memory")
+    calib = Dataset.of(models.tiny_inputs(32, seed=1))
     out = {}
     for t in ("rpi4", "x86-64"):
         settings = resolve_settings(resolve_target(t), QuantOverrides())

@@ -53,12 +53,12 @@ def test_tampered_golden_input_fails_the_bundle(passing):
     manifest, doc = passing
     doc = copy.deepcopy(doc)
     doc.update(passed=False, targets={},
-               problems=[{"where": "golden/inputs.npy", "reason": "checksum mismatch (sha256 differs from manifest)"}])
+               problems=[{"where": "golden/inputs.npz", "reason": "checksum mismatch (sha256 differs from manifest)"}])
     out = merged(manifest, doc)
     assert out.status == "failed" and not out.gates_passed
     (f,) = out.failures
-    assert f.source == "device" and "golden/inputs.npy" in f.reason and "checksum" in f.reason
-    assert "golden/inputs.npy: checksum mismatch" in render_report(out)
+    assert f.source == "device" and "golden/inputs.npz" in f.reason and "checksum" in f.reason
+    assert "golden/inputs.npz: checksum mismatch" in render_report(out)
     assert "FAILED" in render_report(out).splitlines()[0]
 
 

@@ -131,6 +131,40 @@ def test_input_shape_parsing(text, shape):
     assert (problem is None) == (shape is not None)
 
 
+@pytest.mark.parametrize("shapes, dtypes, model, problems", [
+    (["input_ids=1,64", "attention_mask=1,64"], ["input_ids=int64"],
+     {"inputs": {"input_ids": {"shape": [1, 64], "dtype": "int64"}, "attention_mask": {"shape": [1, 64]}}}, []),
+    (["sr="], [], {"inputs": {"sr": {"shape": []}}}, []),
+    (["1,3,8,8"], [], {"input_shape": [1, 3, 8, 8]}, []),
+    (["1,3,8,8", "b=1,4"], [], {}, ["give one --input-shape DIMS for a single-input model, or NAME=DIMS"]),
+    (["=1,4"], [], {}, ["'=1,4': expected NAME=DIMS"]),
+    (["a=1,x"], ["b"], {"inputs": {"a": {"shape": None}}},
+     ["a: '1,x' is not a list of integers", "'b': expected NAME=DTYPE"]),
+], ids=["named", "scalar", "plain", "mixed", "no-name", "bad-dims-and-dtype"])
+def test_input_flags_per_input(shapes, dtypes, model, problems):
+    from edgepack.cli import _input_flags
+
+    found: list = []
+    assert _input_flags(shapes, dtypes, found) == model
+    assert len(found) == len(problems)
+    for (_, text), words in zip(found, problems):
+        assert text.startswith(words) or words in text, text
+
+
+def test_input_shape_per_input_on_the_command_line(tmp_path):
+    model = _two_input_onnx(tmp_path / "two.onnx")
+    calib = tmp_path / "c.npz"
+    np.savez(calib, a=np.zeros((8, 4), np.float32), b=np.zeros((8, 4), np.float32))
+    r = _invoke("build", "--onnx", model, "--calib", calib, "--targets", "x86-64", "--input-shape", "a=1,5",
+                "--input-shape", "c=1,4", "--out", tmp_path / "out")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "names input(s) 'c' the graph does not have (inputs: a, b)" in r.stderr, r.stderr
+    r = _invoke("build", "--onnx", model, "--calib", calib, "--targets", "x86-64", "--input-shape", "a=1,5",
+                "--out", tmp_path / "out")
+    assert r.exit_code == 2 and "input 'a' has static shape [1, 4], input_shape [1, 5] contradicts it" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_input_shape_typo_is_a_flag_problem_with_the_others(tiny_model, tiny_calib):
     r = _invoke("build", "--onnx", tiny_model, "--calib", tiny_calib, "--targets", "rpi44", "--input-shape", "1,x,3")
     assert r.exit_code == 2
@@ -305,13 +339,35 @@ def test_data_sources_are_checked_without_importing_them(tmp_path, tiny_model, t
         preflight(config_from_dict(_flags(tiny_model, tmp_path / "c.csv"), source="command line"))
 
 
-def test_two_input_model_is_refused_before_cleaning(monkeypatch, tmp_path, tiny_calib):
+def test_two_input_model_with_one_array_is_refused_before_cleaning(monkeypatch, tmp_path, tiny_calib):
     monkeypatch.setattr(_stage("graph"), "clean_float_graph", lambda *a, **k: pytest.fail("cleaned"))
     model = _two_input_onnx(tmp_path / "two.onnx")
     with pytest.raises(ConfigError) as e:
         preflight(config_from_dict(_flags(model, tiny_calib), source="command line"))
-    assert _problems(e) == [(f"--onnx: {model}: the graph has 2 inputs (a, b), "
-                            "but edgepack supports single-input models")]
+    assert _problems(e) == [(f"--calib: calibration data {tiny_calib}: a .npy holds one array but the model has "
+                            "2 inputs (a, b); give an .npz with one key per input name")]
+
+
+def test_two_input_model_names_the_missing_key_and_bad_shape(tmp_path):
+    model = _two_input_onnx(tmp_path / "two.onnx")
+    calib = tmp_path / "c.npz"
+    np.savez(calib, a=np.zeros((8, 4), np.float32), c=np.zeros((8, 4), np.float32))
+    with pytest.raises(ConfigError) as e:
+        preflight(config_from_dict(_flags(model, calib), source="command line"))
+    assert _problems(e) == [(f"--calib: {calib}: no array for model input(s) 'b' (has: a, c); "
+                            "a multi-input model's data has one key per input name")]
+    np.savez(calib, a=np.zeros((8, 4), np.float32), b=np.zeros((8, 5), np.float32))
+    with pytest.raises(ConfigError) as e:
+        preflight(config_from_dict(_flags(model, calib), source="command line"))
+    assert _problems(e) == [(f"--calib: calibration data {calib}: input 'b': samples have shape [5] (array [8, 5]) "
+                            "but model input 'b' expects [1, 4], i.e. samples of [4]")]
+    np.savez(calib, a=np.zeros((8, 4), np.float32), b=np.zeros((6, 1, 4), np.float32))
+    with pytest.raises(ConfigError) as e:
+        preflight(config_from_dict(_flags(model, calib), source="command line"))
+    assert _problems(e) == [(f"--calib: calibration data {calib}: inputs give different numbers of model calls "
+                            "(a: 8, b: 6)")]
+    np.savez(calib, a=np.zeros((8, 4), np.float32), b=np.zeros((8, 1, 4), np.float32))
+    assert [p.name for p in preflight(config_from_dict(_flags(model, calib), source="command line"))] == ["rpi4"]
 
 
 def test_model_is_read_only_when_the_cheap_checks_pass(tmp_path, tiny_calib):

@@ -17,7 +17,7 @@ from edgepack.targets import load_profile, load_targets, resolve_target
 
 
 def _calib():
-    return Dataset(models.tiny_inputs(32, seed=1), None, "memory")
+    return Dataset.of(models.tiny_inputs(32, seed=1))
 
 
 def _quantize(float_path, out, target="rpi4", **overrides):

@@ -87,7 +87,7 @@ def test_all_variants_run_and_int8_is_integer(arch, tmp_path):
     ref = _onnx_outputs(float_path, x)
     data, io = convert(model)
     settings = QuantSettings(True, "uint8", "int8", "minmax", 99.999, False, False)
-    ranges = ranges_by_name(calibrate(float_path, Dataset(_smooth(16, shape, seed=3), None, "calib"), settings))
+    ranges = ranges_by_name(calibrate(float_path, Dataset.of(_smooth(16, shape, seed=3), batch=shape[0]), settings))
     variants = {
         "float16": (tq.to_float16(data), 40),
         "dynamic-int8": (tq.to_dynamic_range_int8(data), 15),

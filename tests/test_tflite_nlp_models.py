@@ -251,15 +251,15 @@ def test_writer_feeds_several_inputs_and_records_float_ops(encoder, tmp_path):
     assert min(cos) >= 0.9
 
 
-def test_writer_calibration_feeds_fallback_single_input():
-    """Without `feeds()` (today's Dataset): model-shaped batches of `x`, in TFLite layout."""
+def test_writer_calibration_feeds_single_input_batched():
+    """A single-input dataset of stacked samples feeds model-shaped batches, in TFLite layout."""
     from edgepack.stages.data import Dataset
     from edgepack.stages.emit.tflite import calibration_feeds
 
     g = TypedGraph()
     _, io = convert(g.model(g.op("Relu", g.conv(g.input("x", [2, 3, 4, 5]), 3, 2, 1))))
     x = np.random.default_rng(0).normal(size=(5, 3, 4, 5)).astype(np.float32)
-    feeds = list(calibration_feeds(Dataset(x, None, "calib"), io))
+    feeds = list(calibration_feeds(Dataset.of(x, name="x", batch=2), io))
     assert len(feeds) == 2 and list(feeds[0]) == ["x"]
     np.testing.assert_array_equal(feeds[1]["x"], x[2:4].transpose(0, 2, 3, 1))
 

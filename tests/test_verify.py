@@ -50,7 +50,7 @@ def test_device_runner_untouched_bundle_passes_for_one_target(bundle, tmp_path):
     "x86-64/model.int8.ort",
     "rpi4/model.float32.ort",
     "rpi4/model.int8.required_operators.config",
-    "golden/inputs.npy",
+    "golden/inputs.npz",
     "rpi4/model.int8.qdq.onnx",
     "x86-64/model.int8.qdq.onnx",
 ])
@@ -85,18 +85,18 @@ def test_verify_detects_missing_file(bundle, bundle_copy):
 def test_verify_merge_keeps_a_tampered_golden_input_as_a_failure(bundle, bundle_copy):
     """The acceptance case: a device run that fails on a shared file fails the merged bundle."""
     b = bundle_copy(bundle)
-    _flip_bytes(b / "golden" / "inputs.npy", 0.9)
+    _flip_bytes(b / "golden" / "inputs.npz", 0.9)
     proc = cli("verify", b, "--target", "x86-64", "--merge", *RUNS)
     assert proc.returncode == 1, explain(proc)
     m = json.loads((b / "manifest.json").read_text())
     assert m["status"] == "failed" and m["gates_passed"] is False
     (f,) = m["failures"]
-    assert f["source"] == "device" and "golden/inputs.npy" in f["reason"] and "checksum" in f["reason"]
+    assert f["source"] == "device" and "golden/inputs.npz" in f["reason"] and "checksum" in f["reason"]
     assert f["where"] and m["device_results"][-1]["passed"] is False
     report = (b / "report.md").read_text()
     assert report.startswith(f"# {m['name']} {m['version']} — FAILED")
-    assert "golden/inputs.npy: checksum mismatch" in report
-    assert "golden/inputs.npy" in proc.stderr
+    assert "golden/inputs.npz: checksum mismatch" in report
+    assert "golden/inputs.npz" in proc.stderr
 
 
 def test_verify_merge_keeps_a_float_golden_mismatch(bundle, bundle_copy):

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..manifest.jsonio import file_entry
+from ..verification.calls import head, save_calls, save_npz
 
-GOLDEN_NOTE = "reference outputs are the float baseline's, one array per model output (arr_0, arr_1, ...)"
+GOLDEN_NOTE = ("inputs: one array per model input (in_0, in_1, ... in model.inputs order), one entry per model call; "
+               "reference outputs are the float baseline's, one array per model output (arr_0, arr_1, ...)")
 
 
 class Staging:
@@ -45,23 +47,25 @@ class Staging:
         return False
 
 
-def write_reference_data(root: Path, x_eval: np.ndarray, y_eval, outputs: list[np.ndarray], batch: int,
-                         golden_samples: int) -> tuple[dict, dict]:
+def write_reference_data(root: Path, data, outputs: list[np.ndarray], golden_samples: int) -> tuple[dict, dict]:
     """Golden inputs with float outputs, and the bundled eval subset with float outputs.
 
-    Returns the manifest's `golden` and `reference_data` blocks."""
+    `data`: the evaluation Dataset (model calls per input name, labels); `outputs`: the
+    float baseline's outputs over all its calls, concatenated along axis 0. Returns the
+    manifest's `golden` and `reference_data` blocks."""
     golden_dir, data_dir = root / "golden", root / "data"
     golden_dir.mkdir()
     data_dir.mkdir()
-    g = min(len(x_eval), max(batch, (golden_samples // batch) * batch or batch))
-    np.save(golden_dir / "inputs.npy", x_eval[:g])
-    np.savez(golden_dir / "reference_outputs.npz", *[o[:g] for o in outputs])
-    arrays = {"x": x_eval} if y_eval is None else {"x": x_eval, "y": y_eval}
-    np.savez(data_dir / "eval.npz", **arrays)
-    np.savez(data_dir / "eval_reference_outputs.npz", *outputs)
-    golden = {"inputs": file_entry(golden_dir / "inputs.npy", root),
+    calls, batch = data.n_calls, data.batch
+    g = min(calls, max(1, golden_samples // batch))
+    rows = [len(o) // calls for o in outputs]  # output rows per call
+    save_calls(golden_dir / "inputs.npz", head(data.calls, g))
+    save_npz(golden_dir / "reference_outputs.npz", *[o[: g * r] for o, r in zip(outputs, rows)])
+    save_calls(data_dir / "eval.npz", data.calls, data.y)
+    save_npz(data_dir / "eval_reference_outputs.npz", *outputs)
+    golden = {"inputs": file_entry(golden_dir / "inputs.npz", root),
               "reference_outputs": file_entry(golden_dir / "reference_outputs.npz", root),
-              "samples": int(g), "note": GOLDEN_NOTE}
+              "samples": int(g * batch), "note": GOLDEN_NOTE}
     reference = {"eval": file_entry(data_dir / "eval.npz", root),
                  "eval_reference_outputs": file_entry(data_dir / "eval_reference_outputs.npz", root)}
     return golden, reference

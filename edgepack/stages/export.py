@@ -33,12 +33,18 @@ class _PhaseSink(io.StringIO):
         return super().write(text)
 
 
-def export_torch(module, input_shape: tuple[int, ...], out_path: Path, opset: int = 18, progress=None) -> Path:
+def export_torch(module, inputs, out_path: Path, opset: int = 18, progress=None) -> Path:
     """Export with torch.onnx's dynamo exporter; `progress(done, total, detail)`, when given,
-    hears its phases (model graph, decomposition, translation, optimisation, saving)."""
+    hears its phases (model graph, decomposition, translation, optimisation, saving).
+
+    `inputs`: the forward() arguments in order, `[(name, shape, dtype), ...]`, or one shape
+    for a single float32 input named "input"."""
     import torch
 
-    example = (torch.zeros(*input_shape, dtype=torch.float32),)
+    if inputs and isinstance(inputs[0], int):
+        inputs = [("input", tuple(inputs), "float32")]
+    input_shape = {name: list(shape) for name, shape, _ in inputs}
+    example = tuple(torch.zeros(*shape, dtype=getattr(torch, dtype)) for _, shape, dtype in inputs)
     if isinstance(module, torch.nn.Module):
         module = module.eval()
     out_path = Path(out_path)
@@ -52,7 +58,7 @@ def export_torch(module, input_shape: tuple[int, ...], out_path: Path, opset: in
                 example,
                 dynamo=True,
                 opset_version=opset,
-                input_names=["input"],
+                input_names=[name for name, _, _ in inputs],
                 external_data=False,
                 optimize=True,
             )
@@ -60,7 +66,8 @@ def export_torch(module, input_shape: tuple[int, ...], out_path: Path, opset: in
                 progress(len(EXPORT_PHASES), len(EXPORT_PHASES) + 1, "exporting to ONNX: saving")
             program.save(str(out_path), external_data=False)
     except Exception as exc:
-        raise ModelError(f"torch.onnx export failed for input shape {list(input_shape)}: "
+        shapes = list(input_shape.values())[0] if len(input_shape) == 1 else input_shape
+        raise ModelError(f"torch.onnx export failed for input shape {shapes}: "
                          f"{type(exc).__name__}: {one_line(exc)}") from None
     return out_path
 

@@ -68,36 +68,48 @@ def _dims(vi: onnx.ValueInfoProto) -> list[int | str | None]:
     return out
 
 
-def fix_input_shapes(model: onnx.ModelProto, source: str, override: tuple[int, ...] | None) -> None:
-    """Make every graph input static, using `override` for the (single) input if given."""
+def fix_input_shapes(model: onnx.ModelProto, source: str, override=None) -> None:
+    """Make every graph input static. `override` fixes shapes: a tuple for a single-input
+    graph, or a dict input name -> shape; a dim that is not a positive number (`-1`, `?`, a
+    symbol) is dynamic and must be fixed, a static dim must not be contradicted."""
     inputs = graph_inputs(model)
-    if override is not None and len(inputs) != 1:
-        raise ModelError(
-            f"{source}: input_shape override given but the graph has {len(inputs)} inputs "
-            f"({', '.join(i.name for i in inputs)}); edgepack supports single-input models"
-        )
+    if override is not None and not isinstance(override, dict):
+        if len(inputs) != 1:
+            raise ModelError(
+                f"{source}: one input_shape given but the graph has {len(inputs)} inputs "
+                f"({', '.join(i.name for i in inputs)}); give one per input, e.g. "
+                f"--input-shape {inputs[0].name}=1,64 or [model.inputs.{inputs[0].name}] shape"
+            )
+        override = {inputs[0].name: tuple(override)}
+    override = dict(override or {})
+    unknown = [n for n in override if n not in {i.name for i in inputs}]
+    if unknown:
+        raise ModelError(f"{source}: input_shape given for {', '.join(map(repr, unknown))}, which the graph does "
+                         f"not have (inputs: {', '.join(i.name for i in inputs)})")
     for vi in inputs:
         dims = _dims(vi)
-        if override is not None:
-            if len(override) != len(dims):
+        want = override.get(vi.name)
+        if want is not None:
+            if len(want) != len(dims):
                 raise ModelError(
                     f"{source}: input '{vi.name}' has rank {len(dims)} ({dims}) but "
-                    f"input_shape {list(override)} has rank {len(override)}"
+                    f"input_shape {list(want)} has rank {len(want)}"
                 )
-            for have, want in zip(dims, override):
-                if isinstance(have, int) and have != want:
+            for have, w in zip(dims, want):
+                if isinstance(have, int) and have != w:
                     raise ModelError(
                         f"{source}: input '{vi.name}' has static shape {dims}; "
-                        f"input_shape {list(override)} contradicts it"
+                        f"input_shape {list(want)} contradicts it"
                     )
             shape = vi.type.tensor_type.shape
-            for d, v in zip(shape.dim, override):
+            for d, v in zip(shape.dim, want):
                 d.Clear()
                 d.dim_value = v
         elif any(not isinstance(d, int) for d in dims):
+            hint = (f"--input-shape {vi.name}=..." if len(inputs) > 1 else "--input-shape")
             raise ModelError(
                 f"{source}: input '{vi.name}' has dynamic shape {dims}; "
-                "give a static shape with input_shape (config [model]) or --input-shape"
+                f"give a static shape with [model] input_shape / [model.inputs.{vi.name}] shape or {hint}"
             )
     # Output / intermediate shapes that were symbolic must be re-inferred.
     del model.graph.value_info[:]
@@ -158,6 +170,19 @@ def clean_float_graph(model: onnx.ModelProto, source: str, input_shape=None) -> 
     for vi in list(graph_inputs(model)) + list(model.graph.output):
         if any(not isinstance(d, int) for d in _dims(vi)):
             raise ModelError(f"{source}: '{vi.name}' still has a dynamic shape {_dims(vi)} after cleaning")
+    return name_nodes(model)
+
+
+def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give every unnamed node a unique name (quantisers and reports refer to nodes by name)."""
+    used = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            name = f"{n.op_type}_{i}"
+            while name in used:
+                name += "_"
+            n.name = name
+            used.add(name)
     return model
 
 

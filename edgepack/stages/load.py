@@ -31,7 +31,7 @@ def load_model(model_section) -> LoadedModel:
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist")
         return LoadedModel("onnx", str(path), onnx_path=path)
-    if model_section.input_shape is None:
+    if model_section.input_shape is None and not model_section.inputs:
         raise ModelError("torch models need a static input shape: set [model] input_shape or --input-shape")
     if model_section.torch is not None:
         return LoadedModel("torch", model_section.torch, module=_load_factory(model_section.torch))

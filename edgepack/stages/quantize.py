@@ -39,8 +39,6 @@ class OrtCalibrator:
     def collect(self, float_path: Path, dataset: Dataset, settings: "QuantSettings", progress=None, source=None):
         from onnxruntime.quantization.calibrate import create_calibrator
 
-        model = onnx.load(str(float_path))
-        batch = _batch(model)
         extra = {"symmetric": settings.symmetric_activations}
         for k, v in self.extra_options(settings).items():
             extra[{"CalibPercentile": "percentile", "CalibNumBins": "num_bins",
@@ -49,7 +47,7 @@ class OrtCalibrator:
                 _as_model_error(source or float_path):
             calibrator = create_calibrator(Path(float_path), [], augmented_model_path=str(Path(tmp, "augmented.onnx")),
                                            calibrate_method=self.ort_method(), extra_options=extra)
-            calibrator.collect_data(_Reader(_input_name(model), dataset, batch, progress))
+            calibrator.collect_data(_Reader(dataset, progress))
             return calibrator.compute_data()
 
 
@@ -87,12 +85,11 @@ class MinMaxCalibrator(OrtCalibrator):
         so.log_severity_level = 3
         with _as_model_error(source or float_path):
             session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        batch, input_name = _batch(model), _input_name(model)
-        batches = list(dataset.batches(batch))
+        batches = list(dataset.feeds())
         lo = np.full(len(names), np.inf, np.float32)
         hi = np.full(len(names), -np.inf, np.float32)
-        for k, x in enumerate(batches):
-            r = session.run(None, {input_name: x})
+        for k, feed in enumerate(batches):
+            r = session.run(None, feed)
             lo = np.minimum(lo, np.asarray(r[0::2], np.float32))
             hi = np.maximum(hi, np.asarray(r[1::2], np.float32))
             if progress:
@@ -173,12 +170,11 @@ def resolve_settings(profile, overrides) -> QuantSettings:
 
 
 class _Reader:
-    """ONNX Runtime CalibrationDataReader over a Dataset, reporting progress."""
+    """ONNX Runtime CalibrationDataReader over a Dataset's model calls, reporting progress."""
 
-    def __init__(self, input_name: str, dataset: Dataset, batch: int, progress: Progress | None):
-        self._batches = list(dataset.batches(batch))
+    def __init__(self, dataset: Dataset, progress: Progress | None):
+        self._batches = list(dataset.feeds())
         self._it = iter(self._batches)
-        self._name = input_name
         self._progress = progress
         self._done = 0
 
@@ -189,7 +185,7 @@ class _Reader:
         self._done += 1
         if self._progress:
             self._progress(self._done, len(self._batches))
-        return {self._name: x}
+        return x
 
     def rewind(self):
         self._it = iter(self._batches)
@@ -228,6 +224,36 @@ def ranges_by_name(tensors_data) -> dict[str, tuple[float, float]]:
             for name, td in tensors_data.data.items()}
 
 
+# A Softmax input whose calibrated range spans more than this carries an additive attention
+# mask (-1e4, -1e9 or the dtype's lowest for padded positions): one int8 scale over that
+# span rounds every real attention score (|s| of order 10) to the same value, so attention
+# becomes uniform. Measured on a 2-layer intent classifier (examples/intents): top-1 92.0 %
+# with the masked Add and Softmax quantised, 99.0 % (= float) with both left float.
+MASKED_SOFTMAX_SPAN = 1e3
+
+
+def float_nodes(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) -> dict[str, str]:
+    """Nodes the int8 graph keeps float by default, by node name, with the reason.
+
+    Masked attention: a Softmax whose input spans more than MASKED_SOFTMAX_SPAN, and the
+    Add/Sub/Where that applies the mask to the scores."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    keep: dict[str, str] = {}
+    for n in model.graph.node:
+        if n.op_type != "Softmax" or n.input[0] not in ranges:
+            continue
+        lo, hi = ranges[n.input[0]]
+        if hi - lo <= MASKED_SOFTMAX_SPAN:
+            continue
+        why = (f"masked attention: Softmax input spans [{lo:.3g}, {hi:.3g}]; one int8 scale over an additive "
+               "mask rounds every attention score to the same value")
+        keep[n.name] = why
+        p = producers.get(n.input[0])
+        if p is not None and p.op_type in ("Add", "Sub", "Where"):
+            keep[p.name] = why
+    return keep
+
+
 def quantize_static(float_path: Path, dataset: Dataset | None, settings: QuantSettings, out_path: Path,
                     progress: Progress | None = None, ranges=None, source: str | None = None) -> Path:
     """Write a QDQ int8 model; returns its path.
@@ -240,6 +266,7 @@ def quantize_static(float_path: Path, dataset: Dataset | None, settings: QuantSe
 
     if ranges is None:
         ranges = calibrate(float_path, dataset, settings, progress, source)
+    keep = float_nodes(onnx.load(str(float_path)), ranges_by_name(ranges))
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     calibrator = CALIBRATORS[settings.calibration_method]
     extra = {
@@ -263,17 +290,9 @@ def quantize_static(float_path: Path, dataset: Dataset | None, settings: QuantSe
             calibrate_method=calibrator.ort_method(),
             extra_options=extra,
             calibration_cache_path=str(cache),
+            nodes_to_exclude=sorted(keep),
         )
     return Path(out_path)
-
-
-def _batch(model: onnx.ModelProto) -> int:
-    inp = [i for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}][0]
-    return inp.type.tensor_type.shape.dim[0].dim_value or 1
-
-
-def _input_name(model: onnx.ModelProto) -> str:
-    return [i for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}][0].name
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .hostinfo import usable_cores
-from .metrics import measure_latency, output_metrics, run_all
+from .metrics import first_call, measure_latency, output_metrics, run_all
 from .runtimes import open_session
 
 LATENCY_ROUNDS = 5
@@ -23,19 +23,19 @@ LATENCY_ROUNDS = 5
 MIN_ROUND_MS = 200
 
 
-def measure_compression(record: dict, unpruned_onnx: Path, compressed_onnx: Path, x, labels, batch: int, *,
+def measure_compression(record: dict, unpruned_onnx: Path, compressed_onnx: Path, calls, labels, *,
                         threads: int, warmup: int, min_runs: int) -> dict:
     """`record` (the compress stage's measurements) plus both float files measured here."""
     threads = min(threads, usable_cores())
     paths = {"float_unpruned": Path(unpruned_onnx), "float_compressed": Path(compressed_onnx)}
     sessions = {k: open_session(p, threads) for k, p in paths.items()}
-    outputs = {k: run_all(s, x, batch)[0] for k, s in sessions.items()}
+    outputs = {k: run_all(s, calls)[0] for k, s in sessions.items()}
     p50s: dict[str, list[float]] = {k: [] for k in paths}
-    quick = max(measure_latency(s, x[:batch], 3, 10)["p50_ms"] for s in sessions.values())
+    quick = max(measure_latency(s, first_call(calls), 3, 10)["p50_ms"] for s in sessions.values())
     runs = max(min_runs, min(2000, int(MIN_ROUND_MS / max(quick, 1e-3))))
     for _ in range(LATENCY_ROUNDS):
         for k, s in sessions.items():
-            p50s[k].append(measure_latency(s, x[:batch], warmup, runs)["p50_ms"])
+            p50s[k].append(measure_latency(s, first_call(calls), warmup, runs)["p50_ms"])
     entry = {**record, "threads": threads}
     for k, p in paths.items():
         data = p.read_bytes()

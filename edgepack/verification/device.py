@@ -30,9 +30,10 @@ import numpy as np
 
 from ..errors import BundleError, EdgepackError
 from ..manifest.jsonio import DEVICE_RESULT_SCHEMA, MANIFEST_SCHEMA, SchemaMismatch, dumps, read_json, sha256_file
+from .calls import load_calls
 from .gates import all_passed, evaluate_gates
 from .hostinfo import host_info, usable_cores
-from .metrics import measure_latency, numerics, output_metrics, run_all, sqnr_db
+from .metrics import class_labels, first_call, measure_latency, n_calls, numerics, output_metrics, run_all, sqnr_db
 from .runtimes import RuntimeUnavailable, open_artifact, reference_session
 from .tasks import make_task
 
@@ -130,16 +131,21 @@ def _reference_data(root: Path, manifest: dict) -> dict:
         with np.load(root / path, allow_pickle=False) as z:
             return [z[f"arr_{i}"] for i in range(len(z.files))]
 
-    golden_x = np.load(root / manifest["golden"]["inputs"]["path"], allow_pickle=False)
-    with np.load(root / manifest["reference_data"]["eval"]["path"], allow_pickle=False) as z:
-        x, y = z["x"], (z["y"] if "y" in z.files else None)
+    inputs = manifest["model"]["inputs"]
+    try:
+        golden_calls, _ = load_calls(root / manifest["golden"]["inputs"]["path"], inputs)
+        calls, y = load_calls(root / manifest["reference_data"]["eval"]["path"], inputs)
+    except ValueError as exc:
+        raise BundleError(f"{root}: {exc}") from None
     ref = outputs(manifest["reference_data"]["eval_reference_outputs"]["path"])
-    baseline = output_metrics(ref[0], ref[0], y)
-    baseline = {k: baseline[k] for k in ("samples", "top1", "top5") if k in baseline}
     spec = manifest["model"].get("task")
-    return {"batch": manifest["model"]["batch"], "golden_x": golden_x,
-            "golden_ref": outputs(manifest["golden"]["reference_outputs"]["path"]), "x": x, "y": y,
-            "ref": ref, "baseline": baseline, "task": make_task(spec["name"], spec.get("options")) if spec else None,
+    # a bundle carries no code: a custom metric is not run here (its gates read as not judged)
+    task = make_task(spec["name"], spec.get("options"), allow_custom=False) if spec else None
+    baseline = output_metrics(ref[0], ref[0], class_labels(y, task))
+    baseline = {k: baseline[k] for k in ("samples", "top1", "top5") if k in baseline}
+    return {"golden_calls": golden_calls,
+            "golden_ref": outputs(manifest["golden"]["reference_outputs"]["path"]), "calls": calls, "y": y,
+            "ref": ref, "baseline": baseline, "task": task,
             "output_names": [o["name"] for o in manifest["model"]["outputs"]]}
 
 
@@ -150,7 +156,7 @@ def _verify_artifact(root: Path, a: dict, t: dict, d: dict, host: dict, threads:
     if bad:
         ares["error"] = "; ".join(bad)
         return ares
-    profile, batch, ref, y = t["profile"], d["batch"], d["ref"], d["y"]
+    profile, ref, y, calls = t["profile"], d["ref"], d["y"], d["calls"]
     try:
         session = open_artifact(root / a["path"], threads, a.get("layout"))
     except RuntimeUnavailable as exc:
@@ -159,15 +165,13 @@ def _verify_artifact(root: Path, a: dict, t: dict, d: dict, host: dict, threads:
     ares["runtime"] = f"{session.runtime} {session.version}"
     label = numerics_label(profile, session.runtime, session.version, host)
     same_isa = host["arch"] == profile["cpu"]["arch"]
-    golden_out = run_all(session, d["golden_x"], batch)
+    golden_out = run_all(session, d["golden_calls"])
     golden = output_metrics(d["golden_ref"][0], golden_out[0], None)
     # every output of a float artifact must reproduce the float reference
     golden["sqnr_db"] = min(sqnr_db(r, t) for r, t in zip(d["golden_ref"], golden_out))
     golden_ok = a["precision"] != "float32" or golden["sqnr_db"] >= FLOAT_GOLDEN_MIN_SQNR_DB
-    calls = len(d["x"]) // batch
-
     def measure(s):
-        return numerics(ref, run_all(s, d["x"], batch), y, calls, d["task"], d["output_names"])
+        return numerics(ref, run_all(s, calls), y, n_calls(calls), d["task"], d["output_names"])
 
     numerics_by = {label: measure(session)}
     gate_numerics = label
@@ -184,7 +188,7 @@ def _verify_artifact(root: Path, a: dict, t: dict, d: dict, host: dict, threads:
             pass  # e.g. a TFLite-only device without onnxruntime
     latency = None
     if not emulated:  # emulated time says nothing about the device
-        latency = measure_latency(session, d["x"][:batch], warmup, runs)
+        latency = measure_latency(session, first_call(calls), warmup, runs)
         latency.update({"measured_on": label, "cpu": host["cpu"], "arch": host["arch"]})
     # size and weight ratios were measured at build time on these checksummed files
     verdicts = evaluate_gates(t["gates"], metrics=numerics_by[gate_numerics], baseline=d["baseline"],

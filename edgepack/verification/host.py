@@ -23,7 +23,7 @@ import numpy as np
 
 from .gates import all_passed, evaluate_gates
 from .hostinfo import host_info, usable_cores
-from .metrics import measure_latency, output_metrics, run_all
+from .metrics import class_labels, first_call, measure_latency, n_calls, output_metrics, run_all
 from .metrics import numerics as numerics_of
 from .runtimes import open_artifact, open_session, reference_session
 
@@ -36,33 +36,34 @@ class Baseline:
     task: object = None  # the model's task (edgepack.verification.tasks), or None
 
 
-def baseline_outputs(float_onnx, x: np.ndarray, labels, batch: int, task=None) -> Baseline:
-    """Float reference: the cleaned float ONNX in ONNX Runtime (fp32, 1 thread)."""
+def baseline_outputs(float_onnx, calls: dict[str, np.ndarray], labels, task=None) -> Baseline:
+    """Float reference: the cleaned float ONNX in ONNX Runtime (fp32, 1 thread), over every
+    model call (`calls`: per input name, `(calls, *input_shape)`)."""
     session = open_session(float_onnx, threads=1)
-    outs = run_all(session, x, batch)
-    metrics = output_metrics(outs[0], outs[0], labels)
+    outs = run_all(session, calls)
+    metrics = output_metrics(outs[0], outs[0], class_labels(labels, task))
     for k in ("top1_agreement", "sqnr_db", "max_abs_error"):
         metrics.pop(k)
     return Baseline(outs, metrics, [o.name for o in session.outputs], task)
 
 
-def verify_artifact(artifact, profile, baseline: Baseline, x, labels, batch: int, *, gates: dict,
+def verify_artifact(artifact, profile, baseline: Baseline, calls: dict[str, np.ndarray], labels, *, gates: dict,
                     ratios: dict | None, warmup: int, runs: int, threads: int | None = None) -> dict:
-    """Measure one artifact; returns the manifest's per-artifact `metrics` block."""
+    """Measure one artifact over the model calls `calls`; returns the manifest's
+    per-artifact `metrics` block."""
     threads = min(threads or profile.threads, usable_cores())
     session = open_artifact(artifact.path, threads, artifact.layout)
-    calls = len(x) // batch
+    n = n_calls(calls)
 
     def measure(s):
-        return numerics_of(baseline.outputs, run_all(s, x, batch), labels, calls, baseline.task,
-                           baseline.output_names)
+        return numerics_of(baseline.outputs, run_all(s, calls), labels, n, baseline.task, baseline.output_names)
 
     numerics = {"host": measure(session)}
     ref_session = reference_session(artifact.path, artifact.precision, artifact.runtime, artifact.layout,
                                     artifact.reference_onnx)
     if ref_session is not None:
         numerics["reference"] = measure(ref_session)
-    latency = measure_latency(session, x[:batch], warmup, runs)
+    latency = measure_latency(session, first_call(calls), warmup, runs)
     host = host_info()
     latency.update({"measured_on": "host", "cpu": host["cpu"], "arch": host["arch"],
                     "profile_threads": profile.threads})
@@ -85,8 +86,8 @@ def verify_artifact(artifact, profile, baseline: Baseline, x, labels, batch: int
     }
 
 
-def verify_target(profile, artifacts, baseline: Baseline, x, labels, batch: int, root: Path, *, gates: dict,
-                  float_onnx: Path, warmup: int, runs: int, threads: int | None, input_layout: str,
+def verify_target(profile, artifacts, baseline: Baseline, calls: dict[str, np.ndarray], labels, root: Path, *,
+                  gates: dict, float_onnx: Path, warmup: int, runs: int, threads: int | None, input_layouts: dict,
                   weight_bytes, quantized_fraction, on_artifact=None) -> dict:
     """A target's manifest entry. `weight_bytes(path)` and `quantized_fraction(path)` are
     the build's inspectors (they need onnx and LiteRT's schema, which a device does not)."""
@@ -102,7 +103,7 @@ def verify_target(profile, artifacts, baseline: Baseline, x, labels, batch: int,
         ref_weights = weights[ref] if ref in weights else weight_bytes(ref)
         ratios = {"size_ratio": a.path.stat().st_size / ref.stat().st_size,
                   "weight_ratio": weights[a.path] / max(ref_weights, 1)}
-        metrics = verify_artifact(a, profile, baseline, x, labels, batch, gates=gates, ratios=ratios,
+        metrics = verify_artifact(a, profile, baseline, calls, labels, gates=gates, ratios=ratios,
                                   warmup=warmup, runs=runs, threads=threads)
         session_io = metrics.pop("io")
         inside = a.reference_onnx is not None and Path(a.reference_onnx).is_relative_to(root)
@@ -117,7 +118,7 @@ def verify_target(profile, artifacts, baseline: Baseline, x, labels, batch: int,
             "reference_graph": file_entry(a.reference_onnx, root) if inside else None,
             "inputs": session_io["inputs"],
             "outputs": session_io["outputs"],
-            "layout": a.layout or onnx_layout(session_io, input_layout),
+            "layout": a.layout or onnx_layout(session_io, input_layouts),
             "quantization": a.quantization,
             "quantized_ops": (quantized_fraction(a.reference_onnx)
                               if a.precision == "int8" and a.reference_onnx else None),
@@ -132,12 +133,14 @@ def verify_target(profile, artifacts, baseline: Baseline, x, labels, batch: int,
     }
 
 
-def onnx_layout(session_io: dict, input_layout: str) -> dict:
-    """Layout block for an artifact whose tensors are laid out as in the ONNX graph."""
-    names = {2: "NC", 3: "NCL", 4: "NCHW"}
+def onnx_layout(session_io: dict, input_layouts: dict) -> dict:
+    """Layout block for an artifact whose tensors are laid out as in the ONNX graph;
+    `input_layouts`: what each input's axes mean, by input name."""
+    names = {0: "scalar", 1: "N", 2: "NC", 3: "NCL", 4: "NCHW"}
 
     def entry(t, layout):
         return {"name": t["name"], "layout": layout, "perm": list(range(len(t["shape"])))}
 
-    return {"inputs": [entry(t, input_layout) for t in session_io["inputs"]],
+    return {"inputs": [entry(t, input_layouts.get(t["name"], names.get(len(t["shape"]), "ND")))
+                       for t in session_io["inputs"]],
             "outputs": [entry(t, names.get(len(t["shape"]), "ND")) for t in session_io["outputs"]]}

@@ -37,16 +37,27 @@ def max_abs_error(reference: np.ndarray, test: np.ndarray) -> float:
     return float(np.max(np.abs(reference.astype(np.float64) - test.astype(np.float64))))
 
 
-def run_all(session, x: np.ndarray, batch: int) -> list[np.ndarray]:
-    """Outputs for every full batch of `x`, concatenated per output."""
+def run_all(session, calls: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Every model call's outputs, concatenated per output along axis 0 (scalars stacked).
+
+    `calls`: per input name, one entry per model call, `(calls, *input_shape)`."""
+    n = n_calls(calls)
     per_output: list[list[np.ndarray]] = []
-    for i in range(0, len(x) - batch + 1, batch):
-        outs = session.run(x[i : i + batch])
+    for i in range(n):
+        outs = session.run({k: v[i] for k, v in calls.items()})
         if not per_output:
             per_output = [[] for _ in outs]
         for store, o in zip(per_output, outs):
-            store.append(o)
-    return [np.concatenate(p) for p in per_output]
+            store.append(np.asarray(o))
+    return [np.concatenate(p) if p[0].ndim else np.stack(p) for p in per_output]
+
+
+def n_calls(calls: dict[str, np.ndarray]) -> int:
+    return int(len(next(iter(calls.values()))))
+
+
+def first_call(calls: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v[0] for k, v in calls.items()}
 
 
 def output_metrics(reference: np.ndarray, test: np.ndarray, labels: np.ndarray | None) -> dict:
@@ -64,9 +75,10 @@ def output_metrics(reference: np.ndarray, test: np.ndarray, labels: np.ndarray |
     return m
 
 
-def measure_latency(session, sample: np.ndarray, warmup: int, runs: int) -> dict:
-    """Wall-clock latency of single runs after warm-up, in milliseconds."""
-    prepared = session.prepare(sample)  # layout and I/O quantisation are not the model's time
+def measure_latency(session, feed, warmup: int, runs: int) -> dict:
+    """Wall-clock latency of single runs after warm-up, in milliseconds. `feed`: one model
+    call's inputs (a dict by input name, or the array of a single-input model)."""
+    prepared = session.prepare(feed)  # layout and I/O quantisation are not the model's time
     for _ in range(warmup):
         session.invoke(prepared)
     times = np.empty(runs)
@@ -102,6 +114,16 @@ def stacked(outputs: list[np.ndarray], calls: int) -> list[np.ndarray]:
     return [o.reshape(calls, o.shape[0] // calls, *o.shape[1:]) for o in outputs]
 
 
+# Tasks whose `measure` reads labels; the others are judged against the float model only.
+LABELLED_TASKS = ("classification", "detection", "sequence", "custom")
+
+
+def class_labels(labels, task):
+    """The labels as class indices for top-k accuracy: only without a task or for classification
+    (a detection's boxes or a sequence's symbols are the task's to read)."""
+    return labels if labels is not None and (task is None or task.name == "classification") else None
+
+
 def numerics(reference: list[np.ndarray], test: list[np.ndarray], labels: np.ndarray | None, calls: int,
              task=None, output_names: list[str] | None = None) -> dict:
     """Every number of an artifact's outputs against the float reference outputs.
@@ -109,11 +131,11 @@ def numerics(reference: list[np.ndarray], test: list[np.ndarray], labels: np.nda
     The classification view of output 0 (agreement, SQNR, accuracy with labels) as before;
     `outputs`: SQNR, cosine and max error of every output on its own; `task`: the task's
     metrics (see tasks.py) when the model has a task."""
-    m = output_metrics(reference[0], test[0], labels)
+    m = output_metrics(reference[0], test[0], class_labels(labels, task))
     names = output_names or [f"output_{i}" for i in range(len(reference))]
     m["outputs"] = [{"name": n, "sqnr_db": sqnr_db(r, t), "cosine": cosine(r, t), "max_abs_error": max_abs_error(r, t)}
                     for n, r, t in zip(names, reference, test)]
     if task is not None:
-        task_labels = labels if task.name == "classification" else None
+        task_labels = labels if task.name in LABELLED_TASKS else None
         m["task"] = task.measure(stacked(reference, calls), stacked(test, calls), task_labels)
     return m

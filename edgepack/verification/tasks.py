@@ -16,17 +16,26 @@ them as JSON. Rates are in percent (IoU included); cosine similarity is a plain 
 nan, which a gate reads as failed.
 
 `default_gates()` gives gates a practitioner would sign, `{"metric", "direction",
-"threshold"}`; each class says why its numbers. A `custom` task (`metric = "file.py:fn"`)
-runs user code and is loaded by the caller, not here.
+"threshold"}`; each class says why its numbers; `gates(thresholds)` is them with a
+config's thresholds.
+
+A `custom` task (`[task] metric = "file.py:fn"`, see `Custom`) measures with a user's
+function. Building it imports that file, which runs its code: by design, like `[model]
+torch = "file.py:factory"`. A bundle carries no code and none is ever run from one: the
+device runner builds with `make_task(..., allow_custom=False)` and gets `CustomNotEvaluated`,
+which measures nothing (its gates read as not judged).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from abc import ABC, abstractmethod
 
 import numpy as np
 
+from edgepack.errors import ConfigError, one_line
 from edgepack.verification import detection
 from edgepack.verification.metrics import max_abs_error, sqnr_db
 
@@ -130,6 +139,16 @@ class Task(ABC):
 
     def default_gates(self) -> list[dict]:
         return []
+
+    def gates(self, thresholds: dict[str, float] | None = None) -> list[dict]:
+        """The default gates, with `thresholds` (metric -> threshold, a config's `[task.gates]`)."""
+        thresholds = thresholds or {}
+        return [{**g, "threshold": thresholds.get(g["metric"], g["threshold"])} for g in self.default_gates()]
+
+    def prepare(self, reference: list[np.ndarray], labels=None) -> None:
+        """Called once with the float model's outputs (stacked as for `measure`) before any
+        artifact is measured. Built-in tasks need nothing; `Custom` learns its metrics here."""
+        return None
 
     def _output(self, reference: list, test: list) -> tuple[np.ndarray, np.ndarray]:
         """The chosen output of both models, after checking the two models' outputs line up."""
@@ -263,7 +282,9 @@ class Detection(Task):
                                        "box overlap of matched pairs" if matched else "no matched detections"),
         }
         if labels is not None:
-            truth = _take_labels(labels, len(out_dets), self.name)
+            # rows [class, x1, y1, x2, y2]; rows of class < 0 pad samples with fewer boxes
+            truth = [t[t[:, 0] >= 0] for t in (np.asarray(t, np.float64).reshape(-1, 5)
+                                               for t in _take_labels(labels, len(out_dets), self.name))]
             ap = detection.mean_average_precision(out_dets, truth, 0.5)
             m["map50"] = metric(100.0 * ap, "higher", "%", "artifact mAP@0.5 against labels (VOC all-point)"
                                 if not math.isnan(ap) else "labels hold no boxes")
@@ -394,7 +415,9 @@ class Sequence(Task):
         ref_seq, out_seq = self.decode(ref), self.decode(out)
         m = _sequence_metrics(out_seq, ref_seq, "", "the float model's decoding")
         if labels is not None:
-            truth = [list(np.asarray(y).reshape(-1).tolist()) for y in _take_labels(labels, len(out_seq), self.name)]
+            # symbol ids; negative values pad shorter label sequences
+            truth = [[int(v) for v in np.asarray(y).reshape(-1) if v >= 0]
+                     for y in _take_labels(labels, len(out_seq), self.name)]
             m.update(_sequence_metrics(out_seq, truth, "label_", "labels"))
         return m
 
@@ -452,13 +475,223 @@ class Regression(Task):
         return [_gate("sqnr_db_min", "higher", 30.0)]
 
 
+# ---------------------------------------------------------------------------------------
+# A user's metric function
+
+
+_LOADED = itertools.count()  # a private module name per metric file loaded
+EXPECTED_RETURN = ("a dict of named metrics, {name: {'value': number, 'direction': 'higher' or 'lower', "
+                   "'unit'?: str, 'note'?: str}} or {name: (number, 'higher' or 'lower')}")
+
+
+def split_entry_point(spec) -> tuple[str, str] | None:
+    """("path/to/file.py", "function") of a `path/to/file.py:function` string, else None."""
+    if not isinstance(spec, str):
+        return None
+    path, sep, func = spec.rpartition(":")
+    if not sep or not path.endswith(".py") or not func.isidentifier():
+        return None
+    return path, func
+
+
+def load_metric(spec: str):
+    """The function `function` of `path/to/file.py:function` (an absolute path).
+
+    Imports the file, which runs its top-level code: by design, the config names it like a
+    torch factory. The file is loaded from its path (importlib), not found on sys.path, and
+    sys.path is left alone; the module is registered in sys.modules under a private name
+    (dataclasses look their module up there). Raises ConfigError naming `spec`.
+    """
+    import importlib.util
+    import inspect
+    import sys
+    from pathlib import Path
+
+    split = split_entry_point(spec)
+    if split is None:
+        raise ConfigError(f"metric {spec!r} is not 'path/to/file.py:function'")
+    path, func = Path(split[0]), split[1]
+    if not path.is_file():
+        raise ConfigError(f"{spec}: the metric file {path} does not exist")
+    name = f"_edgepack_metric_{next(_LOADED)}_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ConfigError(f"{spec}: {path} cannot be imported as a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - user code: any failure is the user's to fix
+        sys.modules.pop(name, None)
+        raise ConfigError(f"{spec}: importing {path.name} failed ({type(exc).__name__}: {one_line(exc)})") from None
+    fn = getattr(module, func, None)
+    if fn is None:
+        defined = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
+                         and getattr(v, "__module__", None) == name)
+        raise ConfigError(f"{spec}: {path.name} defines no function {func!r}"
+                          + (f" (it defines: {', '.join(defined)})" if defined else ""))
+    if not callable(fn):
+        raise ConfigError(f"{spec}: {func!r} is a {type(fn).__name__}, not a function")
+    try:
+        inspect.signature(fn).bind(None, None, None)
+    except TypeError:
+        raise ConfigError(f"{spec}: {func}{inspect.signature(fn)} cannot be called as "
+                          f"{func}(reference, test, labels)") from None
+    except ValueError:  # no signature to read (a builtin): the call itself will tell
+        pass
+    return fn
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_metric_result(result, where: str) -> dict[str, dict]:
+    """A user metric function's return as `{name: metric(...)}`; ConfigError naming `where`
+    (the function) and what was expected when it is anything else."""
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{where} returned {what}; expected {EXPECTED_RETURN}")
+
+    if not isinstance(result, dict):
+        raise bad("None" if result is None else f"a {type(result).__name__}")
+    if not result:
+        raise bad("an empty dict")
+    out = {}
+    for name, entry in result.items():
+        if not isinstance(name, str) or not name.strip():
+            raise bad(f"the metric name {name!r} (names are non-empty strings)")
+        if isinstance(entry, dict):
+            unknown = sorted(map(str, set(entry) - {"value", "direction", "unit", "note"}))
+            if unknown:
+                raise bad(f"{name!r} with unknown key(s) {', '.join(map(repr, unknown))}")
+            if "value" not in entry or "direction" not in entry:
+                raise bad(f"{name!r} without {'value' if 'value' not in entry else 'direction'!r}")
+            value, direction = entry["value"], entry["direction"]
+            unit, note = entry.get("unit", ""), entry.get("note", "")
+        elif isinstance(entry, (tuple, list)) and len(entry) == 2:
+            (value, direction), unit, note = entry, "", ""
+        else:
+            raise bad(f"{name!r}: {entry!r}")
+        if not _is_number(value):
+            raise bad(f"{name!r} with value {value!r} (a {type(value).__name__}, not a number)")
+        if not math.isfinite(float(value)):
+            raise bad(f"{name!r} with value {float(value)} (values must be finite numbers)")
+        if direction not in ("higher", "lower"):
+            raise bad(f"{name!r} with direction {direction!r} (which way is better: 'higher' or 'lower')")
+        for key, text in (("unit", unit), ("note", note)):
+            if not isinstance(text, str):
+                raise bad(f"{name!r} with {key} {text!r} (a string)")
+        out[name] = metric(float(value), direction, unit, note)
+    return out
+
+
+class Custom(Task):
+    """A user's metric function: `[task] metric = "file.py:function"` in a config.
+
+    Option: `metric`, the function as an absolute `path/to/file.py:function` (the config
+    resolves a relative one against its own folder). Building the task imports that file,
+    which runs its code: by design, as for `[model] torch = "file.py:factory"`.
+
+    The function is called as `fn(reference, test, labels)`: `reference` and `test` are the
+    float model's and the artifact's outputs, one array per output stacked over calls (the
+    arrays every task's `measure` gets, copies the function may change), and `labels` the
+    evaluation labels or None. It returns named numbers with the way that is better:
+    `{name: {"value": float, "direction": "higher" | "lower", "unit"?: str, "note"?: str}}`
+    or `{name: (value, "higher" | "lower")}`. Anything else, and any exception it raises,
+    is a ConfigError naming the function and what was expected.
+
+    No gate by default: `gates({name: threshold})` gates the names given, each in the
+    direction the function returned for it in `prepare` (the float model against itself).
+    A gated name the function does not return is measured as nan with a note saying so,
+    which fails its gate.
+    """
+
+    name = "custom"
+    OPTIONS = {"metric": (None, (lambda v: split_entry_point(v) is not None and os.path.isabs(split_entry_point(v)[0]),
+                                 'an absolute "path/to/file.py:function" (a config resolves a relative one)'))}
+
+    def __init__(self, options: dict | None = None):
+        super().__init__(options)
+        self.where = self.options["metric"]
+        self.fn = load_metric(self.where)
+        self.directions: dict[str, str] = {}  # name -> direction, as the function returned them
+        self.gated: dict[str, str] = {}       # name -> direction of every gate `gates` made
+
+    def call(self, reference: list[np.ndarray], test: list[np.ndarray], labels=None) -> dict[str, dict]:
+        """The function's checked return (copies of the arrays in: the caller's stay as they are)."""
+        copies = [np.array(r, copy=True) for r in reference], [np.array(t, copy=True) for t in test]
+        y = None if labels is None else np.array(labels, copy=True)
+        try:
+            result = self.fn(*copies, y)
+        except Exception as exc:  # noqa: BLE001 - user code: any failure is reported as one line
+            raise ConfigError(f"{self.where} raised {type(exc).__name__}: {one_line(exc)}") from None
+        result = check_metric_result(result, self.where)
+        for name, m in result.items():
+            known = self.directions.setdefault(name, m["direction"])
+            if known != m["direction"]:
+                raise ConfigError(f"{self.where} returned {name!r} with direction {m['direction']!r}, "
+                                  f"earlier {known!r}; a metric's direction must not change")
+        return result
+
+    def prepare(self, reference, labels=None):
+        self.call(reference, reference, labels)
+
+    def gates(self, thresholds=None):
+        out = []
+        for name, threshold in (thresholds or {}).items():
+            # A name never returned has no direction: "higher" is written, and its nan
+            # value (see measure) fails the gate whichever way it points.
+            direction = self.directions.get(name, "higher")
+            self.gated[name] = direction
+            out.append(_gate(name, direction, float(threshold)))
+        return out
+
+    def measure(self, reference, test, labels=None):
+        _check_outputs(reference, test)
+        m = self.call(reference, test, labels)
+        for name, direction in self.gated.items():
+            if name not in m:
+                returned = ", ".join(sorted(m))
+                m[name] = metric(NAN, direction, "", f"gated, but {self.where} did not return it "
+                                                     f"(it returned: {returned})")
+        return m
+
+
+class CustomNotEvaluated(Task):
+    """A custom metric where its code is not run: on a device. A bundle carries no code, and
+    none is ever run from one; this task measures nothing, so its gates read as not judged."""
+
+    name = "custom"
+
+    def __init__(self, metric_spec: str | None = None):
+        super().__init__({})
+        self.metric_spec = metric_spec
+        shown = f" {metric_spec}" if metric_spec else ""
+        self.note = f"custom metric{shown} not evaluated here: a bundle carries no code"
+
+    def measure(self, reference, test, labels=None):
+        return {}
+
+
 TASKS: dict[str, type] = {t.name: t for t in (Classification, Detection, Segmentation, Embedding, Sequence, Regression)}
 
 
-def make_task(name: str, options: dict | None = None) -> Task:
-    """The task registered as `name`, configured by `options` (ValueError naming what is wrong)."""
+def make_task(name: str, options: dict | None = None, *, allow_custom: bool = True) -> Task:
+    """The task registered as `name`, configured by `options` (ValueError naming what is wrong).
+
+    `custom` (options `{"metric": "/abs/path/file.py:function"}`) imports that file, which
+    runs its code (ConfigError when it cannot be loaded). With `allow_custom=False` (the
+    device runner: a manifest's task spec is data, never code to run) it is instead a
+    `CustomNotEvaluated`, which measures nothing, whatever the options say.
+    """
     if name == "custom":
-        raise ValueError("task 'custom' runs a user function (metric = \"file.py:fn\"), which its caller loads")
+        if not allow_custom:
+            spec = (options or {}).get("metric") if isinstance(options, dict) else None
+            return CustomNotEvaluated(spec if isinstance(spec, str) else None)
+        if not (options or {}).get("metric"):
+            raise ValueError("task 'custom' runs a user function: give option 'metric' = "
+                             "\"/abs/path/file.py:function\" ([task] metric = \"file.py:function\" in a config)")
+        return Custom(options)
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r} (known: {', '.join(TASKS)}, custom)")
     return TASKS[name](options)

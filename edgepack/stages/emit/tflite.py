@@ -77,16 +77,9 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
 def calibration_feeds(dataset, io: dict):
     """Per model call, a dict input name -> array in the TFLite model's input layout.
 
-    `dataset.feeds()` yields ONNX-layout dicts (one per call, batch included); a dataset
-    without it (single input: stacked samples in `x`) is cut into model-shaped batches."""
+    `dataset.feeds()` yields ONNX-layout dicts by input name, one per model call."""
     perms = {t["name"]: t["perm"] for t in io["inputs"]}
     if dataset is None:
         return
-    if hasattr(dataset, "feeds"):
-        for feed in dataset.feeds():
-            yield {name: np.transpose(np.asarray(arr), perms[name]) for name, arr in feed.items()}
-        return
-    (spec,) = io["inputs"]
-    batch = int(np.asarray(spec["shape"])[0]) if spec["shape"] else 1
-    for x in dataset.batches(batch):
-        yield {spec["name"]: np.transpose(x, spec["perm"])}
+    for feed in dataset.feeds():
+        yield {name: np.transpose(np.asarray(arr), perms[name]) for name, arr in feed.items()}

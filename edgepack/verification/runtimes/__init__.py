@@ -1,6 +1,7 @@
 """One interface over the runtimes that execute artifacts: `open_session(path, threads)`.
 
-A session has `.inputs` / `.outputs` (lists of IOSpec) and `.run(x) -> list[np.ndarray]`.
+A session has `.inputs` / `.outputs` (lists of IOSpec) and `.run(feed) -> list[np.ndarray]`
+(`feed`: one call's inputs by name, or one array for a single-input model).
 This package imports only numpy at import time; each runtime module imports its runtime
 when a session is opened, so a device needs just the one it uses.
 """
@@ -41,7 +42,7 @@ def open_artifact(path: Path | str, threads: int = 1, layout: dict | None = None
     and returns arrays in the ONNX model's layout."""
     session = open_session(path, threads, reference=reference)
     if layout:
-        session.with_layout([t.get("perm") for t in layout.get("inputs", [])][0] if layout.get("inputs") else None,
+        session.with_layout([t.get("perm") for t in layout.get("inputs", [])],
                             [t.get("perm") for t in layout.get("outputs", [])])
     return session
 

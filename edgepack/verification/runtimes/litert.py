@@ -71,8 +71,9 @@ class LiteRtSession(Session):
         self.inputs = [spec(d) for d in self._in]
         self.outputs = [spec(d) for d in self._out]
 
-    def _run(self, x):
-        self._it.set_tensor(self._in[0]["index"], x)
+    def _run(self, inputs):
+        for d, x in zip(self._in, inputs):
+            self._it.set_tensor(d["index"], x)
         self._it.invoke()
         return [self._it.get_tensor(d["index"]) for d in self._out]
 

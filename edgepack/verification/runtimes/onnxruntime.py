@@ -18,12 +18,12 @@ class OrtSession(Session):
     def __init__(self, sess, threads: int, version: str):
         super().__init__(runtime="onnxruntime", version=version, threads=threads)
         self._sess = sess
-        self._input_name = sess.get_inputs()[0].name
+        self._names = [i.name for i in sess.get_inputs()]
         self.inputs = [IOSpec(i.name, tuple(i.shape), _TYPES.get(i.type, i.type)) for i in sess.get_inputs()]
         self.outputs = [IOSpec(o.name, tuple(o.shape), _TYPES.get(o.type, o.type)) for o in sess.get_outputs()]
 
-    def _run(self, x):
-        return self._sess.run(None, {self._input_name: x})
+    def _run(self, inputs):
+        return self._sess.run(None, dict(zip(self._names, inputs)))
 
 
 def open_session(path: Path, threads: int, *, reference: bool = False) -> OrtSession:
