@@ -23,15 +23,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.util
-import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import sklearn
 import torch
+from example_tools import load_module, save_npz, sha256
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
@@ -49,15 +46,8 @@ WEIGHT_DECAY = 1e-4
 
 # Fixed timestamp for zip members so the .npz files are byte-reproducible
 # (np.savez stamps members with the current time).
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-def load_model_module():
-    """Import examples/digits/model.py by path (it is not part of a package)."""
-    spec = importlib.util.spec_from_file_location("digits_example_model", MODEL_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def load_data() -> tuple[np.ndarray, np.ndarray]:
@@ -107,17 +97,8 @@ def n_correct(model: nn.Module, x: np.ndarray, y: np.ndarray) -> int:
     return int((pred == y).sum())
 
 
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Like np.savez (uncompressed), but with fixed member timestamps -> reproducible bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE), buf.getvalue())
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_provenance(path: Path, *, out_root: Path, files: list[Path], sizes: dict,
@@ -205,7 +186,7 @@ def main() -> None:
     x, y = load_data()
     (x_tr, y_tr), (x_cal, y_cal), (x_ev, y_ev) = split(x, y)
 
-    model = load_model_module().DigitsCNN()
+    model = load_module(MODEL_PY, "digits_example_model").DigitsCNN()
     train(model, x_tr, y_tr)
     correct = n_correct(model, x_ev, y_ev)
 

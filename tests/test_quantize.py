@@ -126,3 +126,47 @@ def test_profile_files_are_validated(tmp_path):
     bad.write_text((REPO / "targets" / "rpi4.toml").read_text().replace("threads = 4", "threads = 0"))
     with pytest.raises(ConfigError, match="threads"):
         load_profile(bad)
+
+
+def _masked_attention_onnx(path, mask_value: float):
+    """scores = x @ W + mask_bias (mask_value on the last 3 of 8 positions); Softmax; @ V."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    bias = np.zeros((1, 4, 8), np.float32)
+    bias[..., 5:] = mask_value
+    inits = [numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "w"),
+             numpy_helper.from_array(bias, "bias"),
+             numpy_helper.from_array(rng.normal(size=(8, 8)).astype(np.float32), "v")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["scores"], name="qk"),
+             helper.make_node("Add", ["scores", "bias"], ["masked"], name="mask_add"),
+             helper.make_node("Softmax", ["masked"], ["attn"], axis=-1, name="softmax"),
+             helper.make_node("MatMul", ["attn", "v"], ["y"], name="av")]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])], inits)
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("mask_value, kept", [(-1e4, {"mask_add", "softmax"}), (-1.0, set())],
+                         ids=["additive-mask", "ordinary-bias"])
+def test_masked_attention_stays_float(tmp_path, mask_value, kept):
+    from edgepack.stages.quantize import calibrate, float_nodes, ranges_by_name
+
+    model = _masked_attention_onnx(tmp_path / "attn.onnx", mask_value)
+    calib = Dataset({"x": np.random.default_rng(1).normal(size=(16, 1, 4, 8)).astype(np.float32)}, None, "memory")
+    settings = resolve_settings(resolve_target("rpi4"), QuantOverrides())
+    ranges = calibrate(model, calib, settings)
+    found = float_nodes(onnx.load(str(model)), ranges_by_name(ranges))
+    assert set(found) == kept
+    assert all("masked attention" in why for why in found.values())
+    qdq = onnx.load(str(quantize_static(model, calib, settings, tmp_path / "q.onnx", ranges=ranges)))
+    producers = {o: n.op_type for n in qdq.graph.node for o in n.output}
+    softmax = next(n for n in qdq.graph.node if n.op_type == "Softmax")
+    assert (producers.get(softmax.input[0]) == "DequantizeLinear") == (not kept)
+    if kept:  # and the float graph's outputs are what the int8 graph keeps where it matters
+        x = calib.calls["x"][:4].reshape(4, 4, 8)
+        f = np.stack([ort_session(model).run(None, {"x": v[None]})[0] for v in x])
+        q = np.stack([ort_session(tmp_path / "q.onnx", reference=True).run(None, {"x": v[None]})[0] for v in x])
+        assert sqnr_db(f, q) > 25
