@@ -308,11 +308,16 @@ def _print_build(result, json_out: bool) -> None:
 def _print_summary(m) -> None:
     """One row per artifact under its target's row; no column cuts an artifact kind."""
     labelled = m.data.evaluation.labelled
+    # a task other than classification is judged on its first gated metric, so that is the column
+    task_gate = next((g for t in m.targets.values() for g in t.gates.task), None)
+    if task_gate is not None and m.model.task is not None and m.model.task.name == "classification":
+        task_gate = None if labelled else task_gate
     table = Table(title=f"{m.name} {m.version}: {'PASSED' if m.gates_passed else 'FAILED'}", box=box.SIMPLE_HEAD,
                   padding=(0, 1), title_justify="left")
     table.add_column("target / artifact", no_wrap=True)
     table.add_column("KiB", justify="right", no_wrap=True)
-    table.add_column("top-1 %" if labelled else "SQNR dB", justify="right", no_wrap=True)
+    table.add_column(task_gate.metric.replace("_", " ") if task_gate is not None
+                     else "top-1 %" if labelled else "SQNR dB", justify="right", no_wrap=True)
     table.add_column("numbers", no_wrap=True)
     table.add_column("p50 ms", justify="right", no_wrap=True)
     table.add_column("gates", no_wrap=True)
@@ -321,7 +326,11 @@ def _print_summary(m) -> None:
         for a in t.artifacts:
             mt = a.metrics
             nm = mt.numerics[mt.gate_numerics]
-            value = f"{nm.top1:.2f}" if labelled and nm.top1 is not None else f"{nm.sqnr_db:.1f}"
+            if task_gate is not None:
+                tm = nm.task.get(task_gate.metric)
+                value = "–" if tm is None else f"{tm.value:.4g}"
+            else:
+                value = f"{nm.top1:.2f}" if labelled and nm.top1 is not None else f"{nm.sqnr_db:.1f}"
             lat = mt.device_latency or mt.latency
             table.add_row(f"  {a.kind}", f"{a.size_bytes / 1024:.1f}", value, mt.gate_numerics,
                           f"{lat.p50_ms:.3f}", "pass" if mt.passed else "[red]FAIL[/]")
