@@ -165,6 +165,30 @@ def _input_flags(shapes: list[str], dtypes: list[str], problems: list) -> dict:
     return {"inputs": named} if named else {}
 
 
+def _task_flags(name: str | None, options: list[str], problems: list) -> dict | None:
+    """--task / --task-option as the config's [task] section; option values are read as
+    numbers or booleans where they look like one."""
+    if name is None:
+        if options:
+            problems.append((("task", "options"), "--task-option needs --task NAME"))
+        return None
+    parsed = {}
+    for text in options:
+        key, eq, value = text.partition("=")
+        if not eq or not key.strip():
+            problems.append((("task", "options"), f"{text!r}: expected KEY=VALUE, e.g. anchors_axis=-1"))
+            continue
+        value = value.strip()
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        parsed[key.strip()] = {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
+    return {"name": name, "options": parsed}
+
+
 def _drop_none(d: dict) -> dict:
     return {k: (_drop_none(v) if isinstance(v, dict) else v) for k, v in d.items() if v is not None}
 
@@ -222,6 +246,11 @@ def build(
                                              help="training data for distillation (default: --calib)")] = None,
     lowrank_energy: Annotated[float | None, _opt("--lowrank-energy", panel=_COMPRESS,
                                                  help="factorise Linear/1x1 layers keeping this energy")] = None,
+    task: Annotated[str | None, _opt("--task", panel=_VERIFY, metavar="NAME",
+                                     help="judge artifacts on the model's task: classification, detection, "
+                                          "segmentation, embedding, sequence, regression")] = None,
+    task_option: Annotated[list[str] | None, _opt("--task-option", panel=_VERIFY, metavar="KEY=VALUE",
+                                                  help="a task option, e.g. anchors_axis=-1 (repeat the flag)")] = None,
     latency_runs: Annotated[int | None, _opt("--latency-runs", panel=_VERIFY, help="default: 50")] = None,
     emulate: Annotated[bool, _opt("--emulate", panel=_VERIFY,
                                   help="also verify ARM targets in an emulated device userland")] = False,
@@ -238,7 +267,8 @@ def build(
              "--calibration-method": calibration_method, "--tflite-io": tflite_io, "--tflite-layout": tflite_layout,
              "--prune": prune, "--prune-criterion": prune_criterion, "--prune-granularity": prune_granularity,
              "--distill-epochs": distill_epochs, "--distill-mode": distill_mode, "--distill-data": distill_data,
-             "--lowrank-energy": lowrank_energy, "--latency-runs": latency_runs}
+             "--lowrank-energy": lowrank_energy, "--latency-runs": latency_runs, "--task": task,
+             "--task-option": task_option or None}
     try:
         if config is not None:
             ignored = [f for f, v in flags.items() if v is not None]
@@ -253,6 +283,7 @@ def build(
                        if v is not None}
             problems: list = []
             model_inputs = _input_flags(input_shape or [], input_dtype or [], problems)
+            task_section = _task_flags(task, task_option or [], problems)
             stem = Path(next(iter(sources.values())).split(":")[0]).stem if sources else "model"
             data = _drop_none({
                 "name": name or stem,
@@ -263,6 +294,7 @@ def build(
                 "targets": None if targets is None else [t.strip() for t in targets.split(",") if t.strip()],
                 "quantization": {"calibration_method": calibration_method},
                 "verify": {"latency_runs": latency_runs, "emulate": emulate or None},
+                "task": task_section,
                 "tflite": {"io_type": tflite_io, "layout": tflite_layout},
                 "compress": _compress_flags(prune, prune_criterion, prune_granularity, distill_epochs, distill_mode,
                                             distill_data, lowrank_energy),

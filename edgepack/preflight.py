@@ -147,6 +147,16 @@ def _onnx_inputs(config: BuildConfig, path: str, shown: str) -> tuple[list[Probl
             problems.append((where, (f"{path}: input '{vi.name}' has static shape {list(dims)}, "
                                      f"input_shape {list(override)} contradicts it")))
         specs.append(_Input(vi.name, tuple(override), dtype))
+    dynamic = [s for s in specs if not all(isinstance(d, int) for d in s.shape)]
+    if dynamic and not problems:
+        shown = ", ".join(f"'{s.name}' {[d if d is not None else '?' for d in s.shape]}" for s in dynamic)
+        if config.words.style == "flags":
+            fix = " ".join(f"--input-shape {s.name}=..." if len(specs) > 1 else "--input-shape ..." for s in dynamic)
+        elif len(specs) > 1:
+            fix = ", ".join(f"[model.inputs.{s.name}] shape" for s in dynamic)
+        else:
+            fix = "[model] input_shape"
+        problems.append((where, f"{path}: input(s) {shown} have dynamic dims; give static shapes with {fix}"))
     return problems, ([] if problems else specs)
 
 

@@ -58,15 +58,19 @@ def render_report(manifest) -> str:
         "",
     ]
     b = m.baseline.metrics
+    task = m.model.task.name if m.model.task is not None else None
+    # agreement of output 0's argmax only means something for a classifier
+    argmax = task in (None, "classification")
     lines.append(
         f"`{m.baseline.path}` ({_kb(m.baseline.size_bytes)}): "
         + (f"top-1 {_f(b.top1)} %, top-5 {_f(b.top5)} %" if labelled
+           else f"artifacts are compared by their {task} task metrics and per-output SQNR" if not argmax
            else "no labels: artifacts are compared by SQNR and agreement")
         + f" on {b.samples} samples."
     )
     lines += _compression_section(m)
     for tname, t in m.targets.items():
-        lines += _target_section(tname, t, b, labelled)
+        lines += _target_section(tname, t, b, labelled, argmax)
     if m.device_results:
         lines += ["", "## Device runs", ""]
         for d in m.device_results:
@@ -86,7 +90,15 @@ def _gate_text(v) -> str:
     return f"{mark} {v.gate} {_f(v.value, 3)} ({bound} {v.threshold})"
 
 
-def _target_section(tname: str, t, b, labelled: bool) -> list[str]:
+def _task_value(v) -> str:
+    """A task metric as its gate reads it: percentages to 2 decimals, other numbers (cosines)
+    to 4 significant digits, so a 0.9896 is not shown as a passing 0.99."""
+    if v.value is None or v.unit == "%":
+        return _f(v.value)
+    return f"{v.value:.4g}"
+
+
+def _target_section(tname: str, t, b, labelled: bool, argmax: bool = True) -> list[str]:
     prof = t.profile
     lines = ["", f"## Target `{tname}` — {prof.description}", "",
              f"CPU {prof.cpu.model} ({prof.cpu.arch}), {t.threads} threads; {'PASSED' if t.passed else 'FAILED'}.", ""]
@@ -96,7 +108,8 @@ def _target_section(tname: str, t, b, labelled: bool) -> list[str]:
                   f"weights {qs['weight_type']}, calibration {qs['calibration_method']}, "
                   f"reduce_range={qs['reduce_range']}.", ""]
     head = ("| artifact | size | vs float (file / weights) | numerics | " + ("top-1 % | drop | " if labelled else "")
-            + "agree % | SQNR dB | latency p50 / p90 / p99 ms | gates |")
+            + ("agree % | " if argmax else "argmax agree % (n/a) | ")
+            + "SQNR dB | latency p50 / p90 / p99 ms | gates |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for a in t.artifacts:
         mt = a.metrics
@@ -104,18 +117,19 @@ def _target_section(tname: str, t, b, labelled: bool) -> list[str]:
         lat_s = f"{_f(lat.p50_ms)} / {_f(lat.p90_ms)} / {_f(lat.p99_ms)} ({where}, {lat.threads} thr)"
         gates = "; ".join(_gate_text(v) for v in mt.gates) or "none"
         for i, (kind, nm) in enumerate(mt.numerics.items()):
+            agree = _f(nm.top1_agreement) if argmax else "–"
             used = " (gated)" if kind == mt.gate_numerics else ""
             acc = f"{_f(nm.top1)} | {_f(b.top1 - nm.top1 if b.top1 is not None and nm.top1 is not None else None)} | " \
                 if labelled else ""
             if i == 0:
                 lines.append(f"| `{a.path}` | {_kb(a.size_bytes)} | "
                              f"{_f(a.size_ratio, 3)}× / {_f(a.weight_ratio, 3)}× | "
-                             f"{kind}{used} | {acc}{_f(nm.top1_agreement)} | {_f(nm.sqnr_db, 1)} | {lat_s} | {gates} |")
+                             f"{kind}{used} | {acc}{agree} | {_f(nm.sqnr_db, 1)} | {lat_s} | {gates} |")
             else:
-                lines.append(f"| | | | {kind}{used} | {acc}{_f(nm.top1_agreement)} | {_f(nm.sqnr_db, 1)} | | |")
+                lines.append(f"| | | | {kind}{used} | {acc}{agree} | {_f(nm.sqnr_db, 1)} | | |")
         gated = mt.numerics[mt.gate_numerics]
         if gated.task:
-            shown = ", ".join(f"{k} {_f(v.value)}{(' ' + v.unit) if v.unit else ''} "
+            shown = ", ".join(f"{k} {_task_value(v)}{(' ' + v.unit) if v.unit else ''} "
                               f"({'↑' if v.direction == 'higher' else '↓'})" for k, v in gated.task.items())
             lines.append("| | | | task | " + ("| | " if labelled else "") + f"{shown} | | | |")
         if len(gated.outputs) > 1:

@@ -412,8 +412,34 @@ def test_input_shape_against_the_onnx_input(tiny_model, tiny_dynamic_model, tiny
     with pytest.raises(ConfigError, match=r"--calib: .*: 32 samples is fewer than the model's batch size 40"):
         preflight(config_from_dict(_flags(tiny_dynamic_model, tiny_calib, model={
             "onnx": str(tiny_dynamic_model), "input_shape": [40, 3, 8, 8]}), source="command line"))
-    # a dynamic input without input_shape is left to the graph cleaner, which says so
-    preflight(config_from_dict(_flags(tiny_dynamic_model, tiny_calib), source="command line"))
+    # a dynamic input without input_shape is refused before the model loads, with the flag that fixes it
+    with pytest.raises(ConfigError) as e:
+        preflight(config_from_dict(_flags(tiny_dynamic_model, tiny_calib), source="command line"))
+    assert _problems(e) == [f"--input-shape: {tiny_dynamic_model}: input(s) 'input' ['N', 3, 8, 8] have dynamic "
+                            "dims; give static shapes with --input-shape ..."]
+
+
+def test_every_dynamic_input_is_named_in_the_configs_words(tmp_path):
+    from onnx import helper as h
+
+    vi = [h.make_tensor_value_info(n, TensorProto.INT64, ["b", "t"]) for n in ("ids", "mask")]
+    graph = h.make_graph([h.make_node("Add", ["ids", "mask"], ["y"])], "g", vi,
+                         [h.make_tensor_value_info("y", TensorProto.INT64, ["b", "t"])])
+    model = tmp_path / "dyn2.onnx"
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(model))
+    calib = tmp_path / "c.npz"
+    np.savez(calib, ids=np.zeros((4, 8), np.int64), mask=np.ones((4, 8), np.int64))
+    with pytest.raises(ConfigError) as e:
+        preflight(config_from_dict(_flags(model, calib), source="command line"))
+    assert _problems(e) == [f"--input-shape: {model}: input(s) 'ids' ['b', 't'], 'mask' ['b', 't'] have dynamic "
+                            "dims; give static shapes with --input-shape ids=... --input-shape mask=..."]
+    cfg = tmp_path / "edgepack.toml"
+    cfg.write_text(f'name = "m"\ntargets = ["x86-64"]\n[model]\nonnx = "{model.name}"\n[model.inputs.ids]\n'
+                   f'shape = [1, 8]\n[data]\ncalibration = "c.npz"\n')
+    with pytest.raises(ConfigError) as e:
+        preflight(load_config(cfg))
+    assert str(e.value).endswith("input(s) 'mask' ['b', 't'] have dynamic dims; give static shapes with "
+                                 "[model.inputs.mask] shape"), str(e.value)
 
 
 def test_torch_model_needs_its_file_and_shape(tmp_path, tiny_calib):
@@ -568,3 +594,17 @@ def test_in_process_cli_leaves_nothing_behind(tmp_path, tiny_model, tiny_calib):
     r = _invoke("build", "--onnx", tiny_model, "--calib", tiny_calib, "--targets", "rpi4,rpi4", "--out", out)
     assert r.exit_code == 2 and r.stderr == "error: --targets: target 'rpi4' is named twice\n"
     assert not out.exists()
+
+
+def test_task_flags_become_the_task_section(tiny_model, tiny_calib):
+    from edgepack.cli import _task_flags
+
+    problems: list = []
+    assert _task_flags("detection", ["anchors_axis=-1", "score_threshold=0.3", "objectness=true", "box_format=xyxy"],
+                       problems) == {"name": "detection", "options": {"anchors_axis": -1, "score_threshold": 0.3,
+                                                                     "objectness": True, "box_format": "xyxy"}}
+    assert problems == []
+    assert _task_flags(None, ["a=1"], problems) is None and problems[-1][1] == "--task-option needs --task NAME"
+    r = _invoke("build", "--onnx", tiny_model, "--calib", tiny_calib, "--targets", "x86-64", "--task", "detecton")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "--task: 'detecton' is not one of" in r.stderr and "(did you mean 'detection'?)" in r.stderr

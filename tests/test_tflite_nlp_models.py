@@ -29,42 +29,10 @@ VOCAB, SEQ, DIM = 100, 16, 32
 
 
 def _encoder():
-    import torch
-    from torch import nn
+    """The families' encoder (tests/families.py), one exact-GELU and one tanh-GELU layer."""
+    from families import _encoder_module
 
-    class Layer(nn.Module):
-        def __init__(self, tanh: bool):
-            super().__init__()
-            self.qkv, self.o = nn.Linear(DIM, 3 * DIM), nn.Linear(DIM, DIM)
-            self.n1, self.n2 = nn.LayerNorm(DIM), nn.LayerNorm(DIM)
-            self.f1, self.f2 = nn.Linear(DIM, 4 * DIM), nn.Linear(4 * DIM, DIM)
-            self.act = nn.GELU(approximate="tanh" if tanh else "none")
-
-        def forward(self, x, bias):
-            b, t, d = x.shape
-            q, k, v = (y.view(b, t, 2, d // 2).transpose(1, 2) for y in self.qkv(x).split(d, -1))
-            a = (q @ k.transpose(-1, -2) / (d // 2) ** 0.5 + bias).softmax(-1)
-            x = self.n1(x + self.o((a @ v).transpose(1, 2).reshape(b, t, d)))
-            return self.n2(x + self.f2(self.act(self.f1(x))))
-
-    class Encoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb = nn.Embedding(VOCAB, DIM)
-            self.pos = nn.Parameter(torch.randn(1, SEQ, DIM) * 0.1)
-            self.layers = nn.ModuleList([Layer(tanh=False), Layer(tanh=True)])
-
-        def forward(self, input_ids, attention_mask):
-            x = self.emb(input_ids) + self.pos
-            m = attention_mask.to(torch.float32)
-            bias = ((1.0 - m) * -1e4)[:, None, None, :]
-            for layer in self.layers:
-                x = layer(x, bias)
-            m = m.unsqueeze(-1)
-            return (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
-
-    torch.manual_seed(0)
-    return Encoder().eval()
+    return _encoder_module(("none", "tanh"))
 
 
 def _feeds(n: int, seed: int) -> list[dict]:

@@ -82,7 +82,7 @@ class Dataset:
 
     def feed(self, i: int) -> dict[str, np.ndarray]:
         """The inputs of model call `i`, by input name."""
-        return {k: v[i] for k, v in self.calls.items()}
+        return {k: np.asarray(v[i]) for k, v in self.calls.items()}  # a scalar input stays a 0-d array
 
     def feeds(self):
         """Every model call's inputs, by input name."""

@@ -133,7 +133,8 @@ def measure_ranges(model_bytes: bytes, indices: list[int], samples) -> dict[int,
     out: dict[int, tuple[float, float]] = {}
     for x in samples:
         for d, arr in zip(inputs, feed_list(inputs, x)):
-            it.set_tensor(d["index"], np.ascontiguousarray(arr, d["dtype"]))
+            arr = np.asarray(arr)
+            it.set_tensor(d["index"], np.ascontiguousarray(arr, d["dtype"]).reshape(arr.shape))  # 0-d stays 0-d
         it.invoke()
         for i in indices:
             view = it.tensor(i)()

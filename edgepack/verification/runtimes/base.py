@@ -72,7 +72,8 @@ class Session:
             if want.kind in "iu" and x.dtype.kind == "f" and spec.scale:  # float data into integer I/O
                 info = np.iinfo(want)
                 x = np.clip(np.round(x / spec.scale) + spec.zero_point, info.min, info.max)
-            out.append(np.ascontiguousarray(x.astype(want, copy=False)))
+            # ascontiguousarray makes a 0-d array 1-d: a scalar input keeps its shape
+            out.append(np.ascontiguousarray(x.astype(want, copy=False)).reshape(x.shape))
         return out
 
     def finish(self, outs: list[np.ndarray]) -> list[np.ndarray]:
