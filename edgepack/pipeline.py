@@ -28,7 +28,17 @@ from .progress import Reporter
 from .stages.bundle import Staging, write_reference_data
 from .stages.data import Dataset, load_dataset
 from .stages.emit import GraphSet, emit_kinds, not_produced
-from .stages.graph import TensorSpec, clean_float_graph, io_specs, load_onnx, op_counts, parameter_count
+from .stages.graph import (
+    TensorSpec,
+    clean_float_graph,
+    dynamic_outputs,
+    input_specs,
+    io_specs,
+    load_onnx,
+    op_counts,
+    parameter_count,
+    pin_output_shapes,
+)
 from .stages.quantize import Int8Graphs, quantized_ops, resolve_settings
 from .targets import TargetProfile, host_arch
 from .verification.host import Baseline, baseline_outputs, verify_target
@@ -80,8 +90,12 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
             loaded.module, compression = _compress(loaded.module, config, profiles, data, tmp, rep)
         float_path = _float_graph(loaded, config, tmp, rep, root / "baseline" / "model.float.onnx")
         float_model = onnx.load(str(float_path))
-        inputs, outputs = io_specs(float_model)
+        inputs = input_specs(float_model)
         calib, evalset, eval_note = data or _load_data(config, inputs, rep)
+        if dynamic_outputs(float_model):  # e.g. an If on an input's value: the data's first call decides
+            float_model = pin_output_shapes(float_model, calib.feed(0), loaded.source)
+            onnx.save(float_model, str(float_path))
+        _, outputs = io_specs(float_model)
         batch, n_eval = evalset.batch, len(evalset)
 
         with rep.stage(f"float baseline ({n_eval} samples)"):

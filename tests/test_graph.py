@@ -90,3 +90,43 @@ def test_load_onnx_errors_name_the_file(tmp_path):
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(ModelError, match="garbage.onnx"):
         load_onnx(bad)
+
+
+def _if_on_input_value(path):
+    """out = x * 2 when flag > 0, else concat(x, x): the output's width depends on a value."""
+    from onnx import TensorProto
+    from onnx import helper as h
+
+    x = h.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])
+    flag = h.make_tensor_value_info("flag", TensorProto.INT64, [])
+    then_out = h.make_tensor_value_info("t", TensorProto.FLOAT, ["b", "w"])
+    else_out = h.make_tensor_value_info("e", TensorProto.FLOAT, ["b", "w"])
+    two = h.make_tensor("two", TensorProto.FLOAT, [], [2.0])
+    then_g = h.make_graph([h.make_node("Mul", ["x", "two"], ["t"])], "then", [], [then_out], [two])
+    else_g = h.make_graph([h.make_node("Concat", ["x", "x"], ["e"], axis=1)], "else", [], [else_out])
+    zero = h.make_tensor("zero", TensorProto.INT64, [], [0])
+    nodes = [h.make_node("Greater", ["flag", "zero"], ["cond"]),
+             h.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g)]
+    graph = h.make_graph(nodes, "g", [x, flag], [h.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "w"])],
+                         [zero])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_an_output_shaped_by_an_input_value_is_pinned_from_the_data(tmp_path):
+    """Static inputs, yet the If's output width depends on `flag`: the build takes it from the
+    first calibration call and says so in the manifest's output shapes."""
+    import edgepack
+
+    model = _if_on_input_value(tmp_path / "if.onnx")
+    cleaned = clean_float_graph(load_onnx(model), "if.onnx", {"x": (1, 4)})
+    assert [d.dim_value for d in cleaned.graph.output[0].type.tensor_type.shape.dim] == [1, 0]  # width unknown
+    for flag, width in ((1, 4), (0, 8)):
+        calib = tmp_path / f"c{flag}.npz"
+        np.savez(calib, x=np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32), flag=np.full(8, flag))
+        result = edgepack.build({"name": f"if{flag}", "out": str(tmp_path / "dist"), "targets": ["x86-64"],
+                                 "model": {"onnx": str(model), "inputs": {"x": {"shape": [1, 4]}}},
+                                 "data": {"calibration": str(calib)}, "verify": {"latency_runs": 2}})
+        assert [o.shape for o in result.manifest.model.outputs] == [[1, width]]
+        art = result.manifest.targets["x86-64"].artifact("ort-float")
+        assert art.metrics.numerics["host"].sqnr_db == float("inf")

@@ -53,6 +53,13 @@ for _op in ("And", "Or", "Xor"):
     case(f"{_op}_of_comparisons_broadcast", lambda g, op=_op: g.op(
         op, g.op("Greater", conv_out(g), g.const(np.float32(0))), g.op("Less", g.input("y", [1, 1, 8, 1]),
                                                                          g.const(np.float32(0.3)))))
+# torch's attention export guards its softmax with Where(IsNaN(x), 0, x); Log of the N(0, 1)
+# input's negative half makes real NaNs for it to find
+case("IsNaN_guard", lambda g: (lambda p: g.op("Where", g.op("IsNaN", p), g.const(np.float32(0)), p))(
+    g.op("Log", seq(g))))
+# a mask flattened with axis == rank (MiniLM's export): (1, 8) -> (8, 1), gathered along axis 0
+case("Flatten_axis_rank_then_gather", lambda g: g.op("Gather", g.op("Flatten", g.op(
+    "Cast", g.input("m", [1, 8], I64, 0, 2), to=1), axis=2), g.ints([[[0, 3, 7]]]), axis=0))
 case("Not_bool_input", lambda g: g.op("Not", g.input("a", [2, 3, 4], BOOL)))
 case("Not_of_comparison_after_conv", lambda g: g.op("Not", g.op("Greater", conv_out(g), g.const(np.float32(0.1)))))
 case("Where_same_shape", lambda g: (lambda a: g.op("Where", g.op("Greater", a, g.const(np.float32(0))), a,

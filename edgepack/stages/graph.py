@@ -111,12 +111,22 @@ def fix_input_shapes(model: onnx.ModelProto, source: str, override=None) -> None
                 f"{source}: input '{vi.name}' has dynamic shape {dims}; "
                 f"give a static shape with [model] input_shape / [model.inputs.{vi.name}] shape or {hint}"
             )
-    # Output / intermediate shapes that were symbolic must be re-inferred.
-    del model.graph.value_info[:]
-    for out in model.graph.output:
+    _forget_symbolic_shapes(model.graph)
+
+
+def _forget_symbolic_shapes(graph: onnx.GraphProto) -> None:
+    """Output and intermediate shapes that were symbolic must be re-inferred from the now
+    static inputs, in control-flow branches (If, Loop, Scan bodies) too: inference keeps a
+    branch output's declared symbol, and an If's output takes its branches' shapes."""
+    del graph.value_info[:]
+    for out in graph.output:
         for d in out.type.tensor_type.shape.dim:
             if d.HasField("dim_param"):
                 d.Clear()
+    for node in graph.node:
+        for a in node.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                _forget_symbolic_shapes(sub)
 
 
 def _ort_basic_optimize(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
@@ -167,10 +177,41 @@ def clean_float_graph(model: onnx.ModelProto, source: str, input_shape=None) -> 
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"{source}: ONNX checker rejected the cleaned graph: {one_line(exc)}") from None
-    for vi in list(graph_inputs(model)) + list(model.graph.output):
+    for vi in graph_inputs(model):
         if any(not isinstance(d, int) for d in _dims(vi)):
             raise ModelError(f"{source}: '{vi.name}' still has a dynamic shape {_dims(vi)} after cleaning")
+    # An output may stay dynamic with static inputs: an If on an input's value (a sample rate)
+    # whose branches differ. `pin_output_shapes` fixes it from a real run on the data.
     return name_nodes(model)
+
+
+def dynamic_outputs(model: onnx.ModelProto) -> list[str]:
+    return [o.name for o in model.graph.output if any(not isinstance(d, int) for d in _dims(o))]
+
+
+def pin_output_shapes(model: onnx.ModelProto, feed: dict, source: str) -> onnx.ModelProto:
+    """Give outputs that shape inference left dynamic the shapes one real call produces
+    (`feed`: one model call's inputs by name, from the calibration data)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        values = session.run(None, {k: np.asarray(v) for k, v in feed.items()})
+    except Exception as exc:
+        raise ModelError(f"{source}: running the cleaned graph on the first calibration sample failed: "
+                         f"{one_line(exc)}") from None
+    for out, value in zip(model.graph.output, values):
+        dims = out.type.tensor_type.shape.dim
+        if len(dims) != value.ndim:
+            del dims[:]
+            for _ in range(value.ndim):
+                dims.add()
+        for d, n in zip(dims, value.shape):
+            d.Clear()
+            d.dim_value = int(n)
+    return model
 
 
 def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -186,11 +227,16 @@ def name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def io_specs(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    def spec(vi):
-        return TensorSpec(vi.name, tuple(int(d) for d in _dims(vi)), _elem_dtype(vi.type.tensor_type.elem_type))
+def _spec(vi) -> TensorSpec:
+    return TensorSpec(vi.name, tuple(int(d) for d in _dims(vi)), _elem_dtype(vi.type.tensor_type.elem_type))
 
-    return [spec(v) for v in graph_inputs(model)], [spec(v) for v in model.graph.output]
+
+def input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
+    return [_spec(v) for v in graph_inputs(model)]
+
+
+def io_specs(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    return input_specs(model), [_spec(v) for v in model.graph.output]
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:

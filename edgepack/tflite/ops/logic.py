@@ -1,6 +1,6 @@
 """Comparisons and logic: Greater/Less/Equal/GreaterOrEqual/LessOrEqual (bool results),
-Not/And/Or/Xor on bool tensors, and Where (SELECT_V2), all with ONNX broadcasting and in
-the layout of their highest-rank variable input.
+Not/And/Or/Xor on bool tensors, IsNaN (x != x), and Where (SELECT_V2), all with ONNX
+broadcasting and in the layout of their highest-rank variable input.
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ def compare(ctx: Context, node):
         fail(node, f"comparing {next(iter(types))} tensors is not supported")
     op, opts_name = _COMPARE[node.op_type]
     emit_elementwise(ctx, node, op, opts_name)
+
+
+@converter("IsNaN")
+def is_nan(ctx: Context, node):
+    """NaN is the one value not equal to itself (torch's attention export guards its softmax so)."""
+    if ctx.dtype(node.input[0]).kind != "f":
+        fail(node, f"IsNaN of a {ctx.dtype(node.input[0])} tensor")
+    emit_elementwise(ctx, node, BOP.NOT_EQUAL, "NotEqualOptions", names=[node.input[0], node.input[0]])
 
 
 @converter("Not")

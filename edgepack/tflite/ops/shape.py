@@ -29,7 +29,8 @@ def reshape(ctx: Context, node):
 @converter("Flatten")
 def flatten(ctx: Context, node):
     shape = ctx.shape(node.input[0])
-    axis = attrs(node).get("axis", 1) % (len(shape) or 1)
+    axis = attrs(node).get("axis", 1)
+    axis = axis + len(shape) if axis < 0 else axis  # ONNX allows axis == rank: (all, 1)
     _reshape(ctx, node, node.input[0], (int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))))
 
 
