@@ -60,6 +60,11 @@ case("IsNaN_guard", lambda g: (lambda p: g.op("Where", g.op("IsNaN", p), g.const
 # a mask flattened with axis == rank (MiniLM's export): (1, 8) -> (8, 1), gathered along axis 0
 case("Flatten_axis_rank_then_gather", lambda g: g.op("Gather", g.op("Flatten", g.op(
     "Cast", g.input("m", [1, 8], I64, 0, 2), to=1), axis=2), g.ints([[[0, 3, 7]]]), axis=0))
+# a log-mel floor: Clip(x, min = max(x) - 8) with a computed bound (openWakeWord's front end)
+case("Clip_computed_min", lambda g: (lambda a: g.op("Clip", a, g.op("Sub", g.op("ReduceMax", a, keepdims=0),
+                                                                   g.const(np.float32(1.0)))))(seq(g)))
+case("Clip_computed_min_and_max_after_conv", lambda g: (lambda a: g.op(
+    "Clip", a, g.op("ReduceMin", a, keepdims=0), g.op("ReduceMean", a, keepdims=0)))(conv_out(g)))
 case("Not_bool_input", lambda g: g.op("Not", g.input("a", [2, 3, 4], BOOL)))
 case("Not_of_comparison_after_conv", lambda g: g.op("Not", g.op("Greater", conv_out(g), g.const(np.float32(0.1)))))
 case("Where_same_shape", lambda g: (lambda a: g.op("Where", g.op("Greater", a, g.const(np.float32(0))), a,

@@ -18,6 +18,7 @@ from ._common import (
     aligned_const,
     clip_bounds,
     converter,
+    emit_elementwise,
     fail,
     layout_for,
     static_shape,
@@ -152,8 +153,17 @@ def leaky_relu(ctx: Context, node):
 @converter("Clip")
 def clip(ctx: Context, node):
     bounds = clip_bounds(ctx, node)
-    if bounds is None:
-        fail(node, "min/max must be constants")
+    if bounds is None:  # a computed bound (e.g. a log-mel floor at max - 80 dB): MAXIMUM then MINIMUM
+        lo = node.input[1] if len(node.input) > 1 and node.input[1] else None
+        hi = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        cur = node.input[0]
+        if lo is not None:
+            mid = f"{node.name}_clip_lo" if hi is not None else node.output[0]
+            emit_elementwise(ctx, node, BOP.MAXIMUM, "MaximumMinimumOptions", names=[cur, lo], out_name=mid)
+            cur = mid
+        if hi is not None:
+            emit_elementwise(ctx, node, BOP.MINIMUM, "MaximumMinimumOptions", names=[cur, hi])
+        return
     x = node.input[0]
     perm = ctx.perm_of(x)
     xin = ctx.get(x, perm)
