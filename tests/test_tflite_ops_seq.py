@@ -1,5 +1,5 @@
 """Parity of the converter's audio / sequence coverage: 1-D Conv, ConvTranspose and pooling,
-LSTM and GRU (unrolled), and If with a foldable condition; then small torch models (a
+LSTM and GRU (unrolled), and If (folded, or both branches and a select); then small torch models (a
 Conv1d audio net, LSTM/GRU nets with their states as inputs) end to end.
 
 Same harness as test_tflite_ops.py: a small float32 ONNX graph (opset 18, static shapes)
@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from nlp_harness import op_names  # noqa: E402
 from onnx_graphs import Graph, run_onnx, run_tflite
 
 from edgepack.errors import UnsupportedOperatorError
@@ -247,6 +248,26 @@ CASES["if_output_is_graph_output"] = lambda g: (lambda x: g.op(
     else_branch=branch("else", [helper.make_node("Abs", [x], ["e"])], "e")))(conv1d_out(g))
 
 
+def test_if_on_input_data_selects_between_both_branches():
+    """If(sum(conv(x)) > 0), a condition only the data decides (a two-stage classifier's
+    gate): both branches are computed and a Where picks. Both signs of the condition match
+    ONNX Runtime (x scaled by +100 and -100 flip the sum's sign through the conv)."""
+    g = Graph()
+    y = conv1d_out(g)
+    cond = g.op("Greater", g.op("ReduceSum", y, keepdims=0), g.const(np.float32(0)))
+    out = g.op("If", cond, then_branch=branch("then", [helper.make_node("Relu", [y], ["t"])], "t"),
+               else_branch=branch("else", [helper.make_node("Sigmoid", [y], ["e"])], "e"), name="the_if")
+    model = g.model(out, g.op("Cast", cond, to=TensorProto.FLOAT))
+    data, _ = convert(model)
+    assert "SELECT_V2" in op_names(data)
+    taken = set()
+    for scale in (100.0, -100.0):
+        feeds = {k: scale * v for k, v in g.feeds().items()}
+        check(model, feeds)
+        taken.add(float(list(run_onnx(model, feeds).values())[1]))
+    assert taken == {0.0, 1.0}, "the two feeds must take both branches"
+
+
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_parity(case_id):
     g = Graph()
@@ -277,8 +298,6 @@ REJECTED = {  # id -> (build, words the message must hold besides the node's nam
                                 "sequence_lens"),
     "gru_weight_input": (lambda g: g.op("GRU", g.input("x", [4, 1, 3]), g.input("w", [1, 6, 3]), g.random((1, 6, 2)),
                                         hidden_size=2, name="the_x"), "constant"),
-    "if_on_input_data": (if_graph(lambda g, x: g.op("Greater", g.op("ReduceSum", x, keepdims=0), g.const(
-        np.float32(0)))), "depends on input data"),
 }
 
 

@@ -7,7 +7,12 @@ fold (e.g. `If(Equal(Gather(Shape(x), 0), 1))`). The condition's cone is evaluat
 ONNX's reference evaluator; the taken branch's nodes and initializers are spliced in at
 the If's place with branch-local names renamed apart, branch outputs bound to the If's
 outputs and outer-scope references kept. Nodes nothing reads any more (the condition's
-cone) are then dropped. An If whose condition depends on input data is refused.
+cone) are then dropped.
+
+An If whose condition depends on input data (a two-stage classifier that runs its second
+stage only above a threshold) becomes both branches and a Where per output: the same
+values, computed with both branches on every call. Its branches' outputs must broadcast
+together, which shape inference of the result checks.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ _NOT_FOLDABLE = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUni
 
 
 def inline_foldable_ifs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with every top-level If inlined, including Ifs a taken branch brings up;
-    the model itself when it has none."""
+    """The model with every top-level If inlined (or turned into a select), including Ifs a
+    branch brings up; the model itself when it has none."""
     if not any(_is_if(n) for n in model.graph.node):
         return model
     copy = _clone(model)
@@ -31,7 +36,11 @@ def inline_foldable_ifs(model: onnx.ModelProto) -> onnx.ModelProto:
         at = next((k for k, n in enumerate(copy.graph.node) if _is_if(n)), None)
         if at is None:
             break
-        _splice(copy.graph, at, _condition(copy, copy.graph.node[at]))
+        take = _condition(copy, copy.graph.node[at])
+        if take is None:
+            _splice_select(copy.graph, at)
+        else:
+            _splice(copy.graph, at, take)
     _drop_dead(copy.graph)
     return copy
 
@@ -61,8 +70,8 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _condition(model: onnx.ModelProto, node) -> bool:
-    """The If's condition, evaluated over its cone; refused when input data reaches it."""
+def _condition(model: onnx.ModelProto, node) -> bool | None:
+    """The If's condition, evaluated over its cone; None when input data reaches it."""
     g = model.graph
     shapes = _static_shapes(model)
     producers = {o: n for n in g.node for o in n.output if o}
@@ -100,8 +109,7 @@ def _condition(model: onnx.ModelProto, node) -> bool:
     cond = node.input[0]
     blocked = visit(cond)
     if blocked:
-        _fail(node, f"the condition '{cond}' depends on input data (through '{blocked}'); only an If whose "
-                    "condition folds to a constant (from constants and static shapes) is supported")
+        return None  # depends on input data: both branches and a select
     value = numpy_helper.to_array(inits[cond]) if cond in inits else _evaluate(model, node, cone, inits)
     if value.size != 1:
         _fail(node, f"the condition '{cond}' has {value.size} elements, not one")
@@ -153,15 +161,14 @@ def _rename(node, mapping: dict[str, str]) -> None:
             _rename(n, mapping)
 
 
-def _splice(g: onnx.GraphProto, at: int, take_then: bool) -> None:
-    """Replace the If node `g.node[at]` by the nodes of the branch it takes."""
-    node = _clone(g.node[at])
+def _inline_branch(node, take_then: bool, dsts: list[str], used: set[str]):
+    """The nodes and initializers of one branch of If `node`, names renamed apart (`used`
+    grows), the branch outputs written to `dsts`."""
     branch = next(a.g for a in node.attribute if a.name == ("then_branch" if take_then else "else_branch"))
     if len(branch.sparse_initializer):
         _fail(node, "a branch with sparse initializers is not supported")
     produced = {o for n in branch.node for o in n.output if o}
-    used = _names(g, set())
-    prefix = node.name or "if"
+    prefix = f"{node.name or 'if'}/{'then' if take_then else 'else'}"
     mapping: dict[str, str] = {}
     for name in sorted(produced | {i.name for i in branch.initializer}):
         new, k = f"{prefix}/{name}", 1
@@ -171,32 +178,67 @@ def _splice(g: onnx.GraphProto, at: int, take_then: bool) -> None:
         mapping[name] = new
     bound: set[str] = set()
     tail = []
-    for src, dst in zip([o.name for o in branch.output], node.output):
+    for src, dst in zip([o.name for o in branch.output], dsts):
         if not dst:
             continue
         if src in produced and src not in bound:
-            mapping[src] = dst  # the branch node writes the If's output directly
+            mapping[src] = dst  # the branch node writes the output directly
             bound.add(src)
         else:  # an outer-scope value, an initializer or an output listed twice
             tail.append(helper.make_node("Identity", [mapping.get(src, src)], [dst], name=f"{prefix}/{dst}_identity"))
-    spliced = []
+    nodes = []
     for n in branch.node:
         copy = _clone(n)
         if copy.name:
             copy.name = f"{prefix}/{copy.name}"
         _rename(copy, mapping)
-        spliced.append(copy)
+        nodes.append(copy)
+    inits = []
     for init in branch.initializer:
         copy = _clone(init)
         copy.name = mapping[init.name]
-        g.initializer.append(copy)
-    nodes = [_clone(n) for n in g.node]
-    stale = set(node.output)
-    kept_info = [vi for vi in g.value_info if vi.name not in stale]  # re-inferred from the branch
+        inits.append(copy)
+    return nodes + tail, inits
+
+
+def _replace(g: onnx.GraphProto, at: int, nodes: list, inits: list) -> None:
+    """Put `nodes` where `g.node[at]` was; its outputs' stale shapes go (re-inferred)."""
+    stale = set(g.node[at].output)
+    g.initializer.extend(inits)
+    kept_info = [vi for vi in g.value_info if vi.name not in stale]
     del g.value_info[:]
     g.value_info.extend(kept_info)
+    old = [_clone(n) for n in g.node]
     del g.node[:]
-    g.node.extend(nodes[:at] + spliced + tail + nodes[at + 1:])
+    g.node.extend(old[:at] + nodes + old[at + 1:])
+
+
+def _splice(g: onnx.GraphProto, at: int, take_then: bool) -> None:
+    """Replace the If node `g.node[at]` by the nodes of the branch it takes."""
+    node = _clone(g.node[at])
+    _replace(g, at, *_inline_branch(node, take_then, list(node.output), _names(g, set())))
+
+
+def _splice_select(g: onnx.GraphProto, at: int) -> None:
+    """Replace a data-dependent If by both branches and a Where per output: the same values,
+    at the cost of computing both branches on every call."""
+    node = _clone(g.node[at])
+    used = _names(g, set())
+
+    def fresh(name):
+        new, k = name, 1
+        while new in used:
+            new, k = f"{name}_{k}", k + 1
+        used.add(new)
+        return new
+
+    then_out = [fresh(f"{o}__then") if o else "" for o in node.output]
+    else_out = [fresh(f"{o}__else") if o else "" for o in node.output]
+    then_nodes, then_inits = _inline_branch(node, True, then_out, used)
+    else_nodes, else_inits = _inline_branch(node, False, else_out, used)
+    select = [helper.make_node("Where", [node.input[0], t, e], [o], name=f"{node.name or 'if'}/select_{k}")
+              for k, (o, t, e) in enumerate(zip(node.output, then_out, else_out)) if o]
+    _replace(g, at, then_nodes + else_nodes + select, then_inits + else_inits)
 
 
 def _drop_dead(g: onnx.GraphProto) -> None:
