@@ -109,7 +109,7 @@ def run_tflite(model_bytes: bytes, io: dict, feeds: dict) -> dict[str, np.ndarra
             scale, zp = d["quantization"]
             info = np.iinfo(d["dtype"])
             x = np.clip(np.round(x / scale) + zp, info.min, info.max)
-        it.set_tensor(d["index"], np.ascontiguousarray(x).astype(d["dtype"]))
+        it.set_tensor(d["index"], np.ascontiguousarray(x).astype(d["dtype"]).reshape(np.shape(x)))  # 0-d stays 0-d
     it.invoke()
     outs = {}
     details = {d["name"]: d for d in it.get_output_details()}

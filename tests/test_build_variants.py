@@ -9,8 +9,7 @@ import models
 import pytest
 from conftest import PY, cli, explain, load_manifest, ort_session, run, run_batches, sqnr_db
 
-from edgepack.errors import ModelError
-from edgepack.stages.graph import clean_float_graph, load_onnx
+from edgepack.errors import ConfigError
 
 
 def test_opset_11_onnx_model_builds(tmp_path, tiny_calib, no_size_gate_profile):
@@ -52,11 +51,17 @@ def test_module_entry_point_with_installed_command(tmp_path, tiny_model, no_size
 def test_cli_prints_error_messages_verbatim(tmp_path, tiny_dynamic_model, tiny_calib):
     """The one stderr line is the error's own message: nothing in it (e.g. "[model]", the
     config section it points to) may be swallowed by the terminal formatting."""
-    with pytest.raises(ModelError) as e:
-        clean_float_graph(load_onnx(tiny_dynamic_model), str(tiny_dynamic_model))
-    assert "[model]" in str(e.value)
-    out = tmp_path / "out"
-    proc = cli("build", "--onnx", tiny_dynamic_model, "--calib", tiny_calib, "--targets", "rpi4", "--out", out)
+    from edgepack.config import load_config
+    from edgepack.preflight import preflight
+
+    cfg = tmp_path / "edgepack.toml"
+    cfg.write_text(f'name = "m"\nout = "{tmp_path / "out"}"\ntargets = ["rpi4"]\n'
+                   f'[model]\nonnx = "{tiny_dynamic_model}"\n'
+                   f'[data]\ncalibration = "{tiny_calib}"\n')
+    with pytest.raises(ConfigError) as e:
+        preflight(load_config(cfg))
+    assert "[model] input_shape" in str(e.value)
+    proc = cli("build", cfg)
     assert proc.returncode == 2, explain(proc)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [f"error: {e.value}"], explain(proc)

@@ -137,6 +137,7 @@ def _conv_relu_two_consumers(g: Graph):
 
 
 case("conv_output_used_twice_with_relu", _conv_relu_two_consumers)
+case("clip_variable_bound_input", lambda g: g.op("Clip", img(g), g.input("lo", [])))
 case("conv_chain", lambda g: g.conv(g.op("Relu", conv_out(g)), 6, 5, 3, strides=[2, 2], pads=[1, 1, 1, 1]))
 
 # ---------------------------------------------------------------------------------------
@@ -660,7 +661,6 @@ REJECTED = {
     "gemm_full_C": lambda g: g.op("Gemm", g.input("a", [3, 5]), g.random((5, 4)), g.random((3, 4)), name="the_gemm"),
     "elu_alpha": lambda g: g.op("Elu", conv_out(g), alpha=0.5, name="the_elu"),
     "cast_to_float16": lambda g: g.op("Cast", conv_out(g), to=10, name="the_cast"),
-    "clip_variable_bound": lambda g: g.op("Clip", img(g), g.input("lo", []), name="the_clip"),
     "resize_inexact_scale": lambda g: g.op("Resize", conv_out(g), "", g.const(np.asarray([1, 1, 1.7, 1.7], np.float32)),
                                            mode="linear", name="the_resize"),
     "resize_nearest_asymmetric_round_prefer_ceil": lambda g: g.op(
