@@ -71,7 +71,7 @@ def test_manifest_checksums_match_files(built):
 def test_every_bundle_file_is_checksummed(built):
     listed = {e["path"] for e in file_entries(built.manifest)}
     on_disk = {p.relative_to(built.bundle).as_posix() for p in built.bundle.rglob("*") if p.is_file()}
-    assert on_disk - listed == {"manifest.json", "report.md"}
+    assert on_disk - listed == {"manifest.json", "report.md", "report.html"}
 
 
 def test_int8_quantisation_settings_per_target(built):

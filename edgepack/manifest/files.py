@@ -35,13 +35,15 @@ def read_manifest(bundle: Path | str) -> Manifest:
 
 
 def write_manifest(manifest: Manifest, bundle: Path) -> Path:
-    """manifest.json and the report.md rendered from it."""
+    """manifest.json and the report.md and report.html rendered from it."""
     from ..report import render_report
+    from ..report_html import render_html
 
     bundle = Path(bundle)
     path = bundle / "manifest.json"
     path.write_text(dumps(manifest.to_json()), encoding="utf-8")
     (bundle / "report.md").write_text(render_report(manifest), encoding="utf-8")
+    (bundle / "report.html").write_text(render_html(manifest), encoding="utf-8")
     return path
 
 
