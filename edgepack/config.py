@@ -209,6 +209,7 @@ class GateOverrides(_Strict):
     max_accuracy_drop: float | None = Field(None, ge=0)
     min_sqnr_db: float | None = None
     max_latency_ms: float | None = Field(None, gt=0)
+    max_int8_size_ratio: float | None = Field(None, gt=0)
     max_weight_ratio: float | None = Field(None, gt=0)
     max_size_ratio: float | None = Field(None, gt=0)
 

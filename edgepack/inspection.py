@@ -219,3 +219,49 @@ def _inspect_tflite(path: Path) -> dict:
 
 
 _INSPECTORS = {".onnx": _inspect_onnx, ".ort": _inspect_ort, ".tflite": _inspect_tflite}
+
+
+# Weight inputs quantisers store as int8: (op, input index) -> the output-channel axis of the
+# tensor (None: per-tensor, as Gather tables are), for the per-channel scale count.
+_WEIGHT_INPUTS = {("Conv", 1): 0, ("ConvTranspose", 1): 1, ("Gemm", 1): None, ("MatMul", 1): -1,
+                  ("Gather", 0): None}
+_BIAS_INPUTS = {("Conv", 2), ("ConvTranspose", 2), ("Gemm", 2)}
+
+
+def int8_floor_bytes(model) -> dict:
+    """The theoretical size of a model's constants in int8: 1 byte per weight of every
+    Conv/ConvTranspose/Gemm/MatMul weight and Gather table, a 4-byte scale and 1-byte zero
+    point per output channel (per tensor for Gemm and Gather), int32 biases, and every other
+    constant (norm parameters, small tensors) at its stored size.
+
+    The int8 size gate divides an artifact's weight bytes by this: 1.0 is a fully quantised
+    model whatever its size (a 24 k- and a 25 M-parameter model alike), and a weight that
+    stayed float shows up as the ratio rising, where a ratio against the float file mostly
+    measures how much of a small model is scales and biases."""
+    from onnx import helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    role: dict[str, tuple] = {}
+    for n in model.graph.node:
+        for k, name in enumerate(n.input):
+            if name not in inits:
+                continue
+            if (n.op_type, k) in _WEIGHT_INPUTS and len(inits[name].dims) >= 2:
+                role.setdefault(name, ("weight", _WEIGHT_INPUTS[(n.op_type, k)]))
+            elif (n.op_type, k) in _BIAS_INPUTS:
+                role.setdefault(name, ("bias", None))
+    weights = biases = other = params = 0
+    for name, init in inits.items():
+        count = int(np.prod(init.dims, dtype=np.int64))
+        kind, axis = role.get(name, ("other", None))
+        is_float = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).kind == "f"
+        if kind == "weight" and is_float:
+            channels = int(init.dims[axis]) if axis is not None else 1
+            weights += count + channels * 5
+            params += count
+        elif kind == "bias" and is_float:
+            biases += count * 4
+        else:
+            other += count * np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+    return {"bytes": int(weights + biases + other), "weights": int(weights), "biases": int(biases),
+            "other": int(other), "quantizable_parameters": int(params)}

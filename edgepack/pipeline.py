@@ -19,7 +19,7 @@ import onnx
 
 from .config import BuildConfig
 from .errors import ConfigError, ModelError
-from .inspection import weight_bytes
+from .inspection import int8_floor_bytes, weight_bytes
 from .manifest.files import write_manifest
 from .manifest.jsonio import file_entry, source_sha256
 from .manifest.models import Failure, Manifest, TargetEntry
@@ -106,12 +106,13 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         if compression is not None:
             compression = _measure_compression(compression, float_path, evalset, profiles, config, rep)
 
+        int8_floor = int8_floor_bytes(float_model)["bytes"]
         int8 = Int8Graphs(float_path, calib, tmp, loaded.source, rep)
         emit_cache: dict = {}
         targets = {}
         for profile in profiles:
             targets[profile.name] = _target(config, profile, float_path, int8, emit_cache, calib, base, evalset,
-                                            root, loaded.source, rep)
+                                            root, loaded.source, rep, int8_floor)
         if not any(t.artifacts for t in targets.values()):  # nothing to ship: the model itself is the problem
             first = next(n for t in targets.values() for n in t.not_produced)
             raise ModelError(f"{loaded.source}: no artifact could be produced for any target; "
@@ -132,7 +133,8 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
             model={"task": config.task.spec(config.portable_path) if config.task else None,
                    "inputs": [dict(s.to_json(), layout=config.model.layout_of(s.name, len(s.shape))) for s in inputs],
                    "outputs": [s.to_json() for s in outputs], "batch": batch,
-                   "parameters": parameter_count(float_model), "op_counts": op_counts(float_model)},
+                   "parameters": parameter_count(float_model), "op_counts": op_counts(float_model),
+                   "int8_floor_bytes": int8_floor},
             baseline={**file_entry(float_path, root), "runtime": "onnxruntime", "precision": "float32",
                       "metrics": base.metrics, "measured_on": "host (fp32; platform-independent within 1e-5)"},
             compression=compression,
@@ -253,7 +255,8 @@ def _measure_compression(compression: dict, float_path: Path, evalset: Dataset, 
 
 
 def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8: Int8Graphs, emit_cache: dict,
-            calib: Dataset, base: Baseline, evalset: Dataset, root: Path, source: str, rep: Reporter) -> TargetEntry:
+            calib: Dataset, base: Baseline, evalset: Dataset, root: Path, source: str, rep: Reporter,
+            int8_floor: int) -> TargetEntry:
     """Emit and verify one target's artifacts; its manifest entry.
 
     Float artifacts come first: an operator a format cannot express is found there, in
@@ -303,7 +306,7 @@ def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8:
                               threads=config.verify.host_threads,
                               input_layouts={n: config.model.layout_of(n, a.ndim - 1)
                                              for n, a in evalset.calls.items()},
-                              weight_bytes=weight_bytes, quantized_fraction=quantized_ops,
+                              weight_bytes=weight_bytes, quantized_fraction=quantized_ops, int8_floor=int8_floor,
                               on_artifact=lambda a: tick(next(done) - 1, len(artifacts)))
         tick(len(artifacts), len(artifacts))
     order = {k: i for i, k in enumerate(profile.artifacts)}

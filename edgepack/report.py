@@ -107,7 +107,8 @@ def _target_section(tname: str, t, b, labelled: bool, argmax: bool = True) -> li
         lines += [f"int8 settings: QDQ, per-channel={qs['per_channel']}, activations {qs['activation_type']}, "
                   f"weights {qs['weight_type']}, calibration {qs['calibration_method']}, "
                   f"reduce_range={qs['reduce_range']}.", ""]
-    head = ("| artifact | size | vs float (file / weights) | numerics | " + ("top-1 % | drop | " if labelled else "")
+    head = ("| artifact | size | vs float (file / weights) · vs int8 floor | numerics | "
+            + ("top-1 % | drop | " if labelled else "")
             + ("agree % | " if argmax else "argmax agree % (n/a) | ")
             + "SQNR dB | latency p50 / p90 / p99 ms | gates |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
@@ -123,7 +124,8 @@ def _target_section(tname: str, t, b, labelled: bool, argmax: bool = True) -> li
                 if labelled else ""
             if i == 0:
                 lines.append(f"| `{a.path}` | {_kb(a.size_bytes)} | "
-                             f"{_f(a.size_ratio, 3)}× / {_f(a.weight_ratio, 3)}× | "
+                             f"{_f(a.size_ratio, 3)}× / {_f(a.weight_ratio, 3)}×"
+                             f"{_floor_text(a.int8_size_ratio)} | "
                              f"{kind}{used} | {acc}{agree} | {_f(nm.sqnr_db, 1)} | {lat_s} | {gates} |")
             else:
                 lines.append(f"| | | | {kind}{used} | {acc}{agree} | {_f(nm.sqnr_db, 1)} | | |")
@@ -282,3 +284,7 @@ def _compression_section(m) -> list[str]:
                         if d.get("feature_layers") else "") + "."]
     return lines
 
+
+def _floor_text(ratio: float | None) -> str:
+    """An artifact's weight bytes against the model's theoretical int8 size, when measured."""
+    return "" if ratio is None else f" · {_f(ratio, 3)}×"

@@ -320,7 +320,8 @@ def _target(tname: str, t, m, q: _Quality) -> list[str]:
             f"<tr><td class='artifact'><b>{_e(a.kind)}</b> {verdict}<br><code>{_e(a.path)}</code><br>"
             f"<span class='sub'>{_e(a.runtime)}, {_e(a.precision)}</span></td>"
             f"<td class='num'>{a.size_bytes / 1024:.1f}</td>"
-            f"<td class='num'>{_f(a.weight_ratio, 3)}× <span class='sub'>(file {_f(a.size_ratio, 3)}×)</span></td>"
+            f"<td class='num'>{_f(a.weight_ratio, 3)}× <span class='sub'>(file {_f(a.size_ratio, 3)}×"
+            f"{_floor_sub(getattr(a, 'int8_size_ratio', None))})</span></td>"
             f"<td>{_e(mt.gate_numerics)}</td>"
             f"<td class='num'>{_quality_text(q, nm)}{extra}</td>"
             f"<td class='num'>{_f(nm.sqnr_db, 1) if nm is not None else '–'}</td>"
@@ -729,3 +730,8 @@ def _diagnosis(go, tname: str, a):
                "quantisation."
                + (" A node identical to float (SQNR ∞) is drawn just above the highest finite bar." if capped else ""))
     return fig, caption
+
+
+def _floor_sub(ratio) -> str:
+    """The weight bytes against the model's theoretical int8 size, when measured."""
+    return "" if ratio is None else f"; int8 floor {_f(ratio, 3)}×"

@@ -69,6 +69,8 @@ class Gates(_Strict):
     max_accuracy_drop: float | None = Field(1.0, ge=0, description="top-1 points vs float")
     min_sqnr_db: float | None = Field(30.0, description="used when eval data has no labels")
     max_latency_ms: float | None = Field(None, gt=0, description="p50 latency")
+    max_int8_size_ratio: float | None = Field(
+        None, gt=0, description="8-bit artifacts' weight bytes vs the theoretical int8 size (1 B/weight + scales)")
     max_weight_ratio: float | None = Field(None, gt=0, description="8-bit artifacts' weight bytes vs float")
     max_size_ratio: float | None = Field(None, gt=0, description="8-bit artifacts' file bytes vs float")
 

@@ -58,13 +58,13 @@ def test_dynamic_batch_without_input_shape(tmp_path, tiny_dynamic_model, tiny_ca
     assert_clean_refusal(proc, out, tiny_dynamic_model.name, "--input-shape")
 
 
-def test_dynamic_batch_with_input_shape_builds(tmp_path, tiny_dynamic_model, tiny_calib, no_size_gate_profile):
+def test_dynamic_batch_with_input_shape_builds(tmp_path, tiny_dynamic_model, tiny_calib, local_profile):
     """The counterpart of the refusal above: the same model builds once a shape is given."""
     import json
 
     out = tmp_path / "out"
     proc = cli("build", "--onnx", tiny_dynamic_model, "--input-shape", "2,3,8,8", "--calib", tiny_calib,
-               "--targets", no_size_gate_profile, "--out", out, "--latency-runs", "2", "--json")
+               "--targets", local_profile, "--out", out, "--latency-runs", "2", "--json")
     assert proc.returncode == 0, explain(proc)
     m = json.loads((out / "tiny_dyn-0.1.0" / "manifest.json").read_text())
     assert m["model"]["batch"] == 2 and m["model"]["inputs"][0]["shape"] == [2, 3, 8, 8]
@@ -72,7 +72,7 @@ def test_dynamic_batch_with_input_shape_builds(tmp_path, tiny_dynamic_model, tin
     assert json.loads(proc.stdout)["name"] == "tiny_dyn"
 
 
-def test_minus_one_dims_are_dynamic(tmp_path, tiny_dynamic_model, tiny_calib, no_size_gate_profile):
+def test_minus_one_dims_are_dynamic(tmp_path, tiny_dynamic_model, tiny_calib, local_profile):
     """Some exporters write -1 for a dynamic dimension: it is dynamic, so --input-shape fixes it."""
     import onnx
 
@@ -82,10 +82,10 @@ def test_minus_one_dims_are_dynamic(tmp_path, tiny_dynamic_model, tiny_calib, no
     path = tmp_path / "minus_one.onnx"
     onnx.save(m, str(path))
     out = tmp_path / "out"
-    refused = cli("build", "--onnx", path, "--calib", tiny_calib, "--targets", no_size_gate_profile, "--out", out)
+    refused = cli("build", "--onnx", path, "--calib", tiny_calib, "--targets", local_profile, "--out", out)
     assert_clean_refusal(refused, out, "dynamic")
     proc = cli("build", "--onnx", path, "--input-shape", "2,3,8,8", "--calib", tiny_calib,
-               "--targets", no_size_gate_profile, "--out", out, "--latency-runs", "2")
+               "--targets", local_profile, "--out", out, "--latency-runs", "2")
     assert proc.returncode == 0, explain(proc)
     import json
 

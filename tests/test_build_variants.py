@@ -12,23 +12,23 @@ from conftest import PY, cli, explain, load_manifest, ort_session, run, run_batc
 from edgepack.errors import ConfigError
 
 
-def test_opset_11_onnx_model_builds(tmp_path, tiny_calib, no_size_gate_profile):
+def test_opset_11_onnx_model_builds(tmp_path, tiny_calib, local_profile):
     """Older exporters still write opset 11; "any ONNX file" must give a working int8 artifact
     (per-channel QDQ needs opset >= 13, so the graph has to be upgraded or quantised per tensor)."""
     model = models.tiny_onnx(tmp_path / "old_opset.onnx", opset=11, bn=True)
     out = tmp_path / "out"
-    proc = cli("build", "--onnx", model, "--calib", tiny_calib, "--targets", no_size_gate_profile, "--out", out,
+    proc = cli("build", "--onnx", model, "--calib", tiny_calib, "--targets", local_profile, "--out", out,
                "--latency-runs", "2")
     assert proc.returncode == 0, explain(proc)
     bundle = out / "old_opset-0.1.0"
     x = models.tiny_inputs(16, seed=3)
     want = run_batches(ort_session(model), x)
-    got = run_batches(ort_session(bundle / "nosize" / "model.int8.ort"), x)
+    got = run_batches(ort_session(bundle / "edge-local" / "model.int8.ort"), x)
     assert sqnr_db(want, got) > 25
     assert load_manifest(bundle)["status"] == "passed"
 
 
-def test_module_entry_point_with_installed_command(tmp_path, tiny_model, no_size_gate_profile):
+def test_module_entry_point_with_installed_command(tmp_path, tiny_model, local_profile):
     """`--calib module:function` (README: "module:function") for a module in the working
     directory, run through the installed `edgepack` command rather than `python -m`."""
     script = Path(PY).with_name("edgepack")
@@ -42,7 +42,7 @@ def test_module_entry_point_with_installed_command(tmp_path, tiny_model, no_size
                 yield rng.normal(size=(4, 3, 8, 8)).astype(np.float32)
     """))
     proc = run([str(script), "build", "--onnx", str(tiny_model), "--calib", "calib_feed:batches",
-                "--targets", str(no_size_gate_profile), "--out", "out", "--latency-runs", "2"], cwd=tmp_path)
+                "--targets", str(local_profile), "--out", "out", "--latency-runs", "2"], cwd=tmp_path)
     assert proc.returncode == 0, explain(proc)
     m = load_manifest(tmp_path / "out" / "tiny-0.1.0")
     assert m["data"]["calibration"]["samples"] == 16

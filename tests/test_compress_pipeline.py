@@ -84,9 +84,9 @@ def test_bundle_of_a_compressed_model_verifies(pruned_digits):
     assert result["passed"], result["problems"]
 
 
-def test_cli_flags_fine_grained_pruning_reports_no_speed_up(tmp_path, no_size_gate_profile):
+def test_cli_flags_fine_grained_pruning_reports_no_speed_up(tmp_path, local_profile):
     proc = cli("build", "--torch", f"{DIGITS}:build", "--input-shape", "1,1,8,8", "--calib", CALIB, "--eval", EVAL,
-               "--targets", no_size_gate_profile, "--out", tmp_path, "--name", "fine", "--latency-runs", "5",
+               "--targets", local_profile, "--out", tmp_path, "--name", "fine", "--latency-runs", "5",
                "--prune", "0.5", "--prune-criterion", "l2", "--prune-granularity", "fine", "--json")
     m = json.loads(proc.stdout)
     assert proc.returncode == (0 if m["status"] == "passed" else 1), explain(proc)

@@ -27,8 +27,8 @@ def _project(tmp_path) -> Path:
         "        yield rng.normal(size=(4, 3, 8, 8)).astype(np.float32), np.arange(4) + i\n"
     )
     text = (REPO / "targets" / f"{same_isa_target()}.toml").read_text()
-    assert "max_weight_ratio = 0.3" in text
-    text = text.replace("max_weight_ratio = 0.3", "")
+    assert "max_int8_size_ratio = 1.25" in text
+    text = text.replace("max_int8_size_ratio = 1.25", "")
     (proj / "profiles").mkdir()
     (proj / "profiles" / "edge-box.toml").write_text(text)
     return proj

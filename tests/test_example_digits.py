@@ -47,14 +47,16 @@ def test_example_gate_numerics(result):
     m = result.manifest
     assert m.targets[foreign_isa_target()].artifact("ort-int8").metrics.gate_numerics == "reference"
     assert m.targets[same_isa_target()].artifact("ort-int8").metrics.gate_numerics == "host"
-    # the example uses the profiles' gates: its int8 weights pass the 0.3x weight gate
-    # although graph structure keeps its int8 .ort file above 0.3x (24.5 k parameters)
+    # the example uses the profiles' gates: its int8 weights sit at the theoretical int8 size
+    # although graph structure keeps its int8 .ort file above 0.3x float (24.5 k parameters)
+    floor = m.model.int8_floor_bytes
     for _name, t in m.targets.items():
-        assert t.gates.max_weight_ratio == 0.3
+        assert t.gates.max_int8_size_ratio == 1.25 and t.gates.max_weight_ratio is None
         a = t.artifact("ort-int8")
-        assert a.weight_ratio <= 0.3 < a.size_ratio
-        verdicts = [g for g in a.metrics.gates if g.gate == "max_weight_ratio"]
-        assert [(g.passed, g.metric, g.direction) for g in verdicts] == [(True, "weight_ratio", "lower")]
+        assert a.int8_size_ratio == pytest.approx(a.weight_bytes / floor) and 0.9 <= a.int8_size_ratio <= 1.1
+        assert a.size_ratio > 0.3
+        verdicts = [g for g in a.metrics.gates if g.gate == "max_int8_size_ratio"]
+        assert [(g.passed, g.metric, g.direction) for g in verdicts] == [(True, "int8_size_ratio", "lower")]
 
 
 def test_example_bundle_verifies_in_process(result):

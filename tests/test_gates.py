@@ -45,6 +45,7 @@ def failing_build(tmp_path_factory, tiny_model, tiny_calib, tiny_eval):
         max_latency_ms = 0.000001
         max_size_ratio = 0.01
         max_weight_ratio = 0.2
+        max_int8_size_ratio = 0.5
 
         [verify]
         latency_runs = 3
@@ -92,8 +93,11 @@ def test_size_gate_applies_to_quantised_artifacts_only(failing_build):
         w = _verdict(artifact(m, t, "ort-int8"), "max_weight_ratio")
         assert w["threshold"] == 0.2 and w["value"] > 0.2 and w["passed"] is False  # int8 cannot go below 0.25x
         assert f"{t}/ort-int8: max_weight_ratio" in " ".join(failure_texts(m))
+        i = _verdict(artifact(m, t, "ort-int8"), "max_int8_size_ratio")
+        floor = artifact(m, t, "ort-int8")["weight_bytes"] / m["model"]["int8_floor_bytes"]
+        assert i["value"] == pytest.approx(floor, abs=1e-4) and i["value"] > 0.9 and i["passed"] is False
         float_gates = {g["gate"] for g in artifact(m, t, "ort-float")["metrics"]["gates"]}
-        assert not float_gates & {"max_size_ratio", "max_weight_ratio"}
+        assert not float_gates & {"max_size_ratio", "max_weight_ratio", "max_int8_size_ratio"}
 
 
 def test_unlabelled_eval_gates_on_sqnr(unseen_unlabelled_bundle, digits16):
@@ -118,11 +122,11 @@ def test_unlabelled_eval_gates_on_sqnr(unseen_unlabelled_bundle, digits16):
     assert host == pytest.approx(sqnr_db(baseline, int8), abs=0.5)
 
 
-def test_unmet_sqnr_gate_fails(tmp_path, tiny_model, tiny_calib, no_size_gate_profile):
+def test_unmet_sqnr_gate_fails(tmp_path, tiny_model, tiny_calib, local_profile):
     cfg = write_toml(tmp_path / "edgepack.toml", f"""
         name = "sqnr"
         out = "dist"
-        targets = ["{no_size_gate_profile}"]
+        targets = ["{local_profile}"]
         [model]
         onnx = "{tiny_model}"
         [data]
@@ -137,6 +141,6 @@ def test_unmet_sqnr_gate_fails(tmp_path, tiny_model, tiny_calib, no_size_gate_pr
     m = load_manifest(tmp_path / "dist" / "sqnr-0.1.0")
     assert m["status"] == "failed"
     assert m["data"]["evaluation"]["labelled"] is False and "optimistic" in m["data"]["evaluation"]["note"]
-    v = _verdict(artifact(m, "nosize", "ort-int8"), "min_sqnr_db")
+    v = _verdict(artifact(m, "edge-local", "ort-int8"), "min_sqnr_db")
     assert v["passed"] is False and v["value"] < 200
     assert any(f["gate"] == "min_sqnr_db" for f in m["failures"])

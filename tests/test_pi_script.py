@@ -152,7 +152,6 @@ def pi_bundle(tmp_path_factory, tiny_model, tiny_calib, tiny_eval) -> Path:
     d = tmp_path_factory.mktemp("pi_bundle")
     base = tomllib.loads((REPO / "targets" / f"{same_isa_target()}.toml").read_text())
     base["artifacts"] = ["ort-float", "ort-int8"]
-    base["gates"].pop("max_weight_ratio", None)  # the tiny model has ~30 weights per channel: see conftest
     base.pop("tflite", None)
     base.pop("device_runtime", None)
     pinned = _write_profile(d / "pinned.toml", {**base, "device_runtime": {"python": "3.11",

@@ -211,6 +211,8 @@ class ArtifactEntry(_Model):
     weight_bytes: int = Field(description="stored constant payload (see edgepack.inspection)")
     size_ratio: float = Field(description="file bytes vs the float artifact of the same runtime")
     weight_ratio: float = Field(description="weight bytes vs the float artifact of the same runtime")
+    int8_size_ratio: float | None = Field(None, description="weight bytes vs the model's theoretical int8 size "
+                                                            "(model.int8_floor_bytes)")
     files: list[FileRef] = Field(description="files the artifact needs beside it")
     reference_graph: FileRef | None = Field(description="the QDQ ONNX graph whose math the artifact implements")
     inputs: list[IOTensor]
@@ -243,6 +245,7 @@ class GateThresholds(_Model):
     max_accuracy_drop: float | None = None
     min_sqnr_db: float | None = None
     max_latency_ms: float | None = None
+    max_int8_size_ratio: float | None = None
     max_weight_ratio: float | None = None
     max_size_ratio: float | None = None
 
@@ -336,6 +339,9 @@ class ModelInfo(_Model):
     batch: int
     parameters: int
     op_counts: dict[str, int]
+    int8_floor_bytes: int | None = Field(None, description="theoretical int8 size of the float graph's constants: "
+                                                           "1 B per weight, a 4 B scale and 1 B zero point per "
+                                                           "channel, int32 biases, other constants as stored")
 
 
 class Baseline(FileRef):

@@ -14,7 +14,9 @@ def evaluate_gates(gates: dict, *, metrics: dict, baseline: dict, precision: str
     ("higher" or "lower"), so a verdict can be read without knowing the gate's name.
 
     `ratios` holds the artifact's `size_ratio` (file bytes) and `weight_ratio` (constant
-    payload bytes, see edgepack.inspection) against the float artifact of the same runtime.
+    payload bytes, see edgepack.inspection) against the float artifact of the same runtime,
+    and `int8_size_ratio`: its constant payload against the model's theoretical int8 size
+    (1 byte per weight plus scales, zero points and int32 biases; edgepack.inspection).
 
     `passed` is None when the gate cannot be judged from these numbers (e.g. a latency
     gate when the latency was not measured on the device's kind of CPU); such a gate is
@@ -31,7 +33,9 @@ def evaluate_gates(gates: dict, *, metrics: dict, baseline: dict, precision: str
         verdicts.append(_verdict("min_sqnr_db", "sqnr_db", "higher", gates["min_sqnr_db"], v, v >= gates["min_sqnr_db"],
                                  "output SQNR vs float (no labels)"))
     ratios = ratios or {}
-    for gate, key, note in (("max_weight_ratio", "weight_ratio", "weight bytes vs the float artifact"),
+    for gate, key, note in (("max_int8_size_ratio", "int8_size_ratio",
+                             "weight bytes vs the theoretical int8 size (1 B/weight + scales, zero points, biases)"),
+                            ("max_weight_ratio", "weight_ratio", "weight bytes vs the float artifact"),
                             ("max_size_ratio", "size_ratio", "file bytes vs the float artifact")):
         value = ratios.get(key)
         if gates.get(gate) is not None and precision in EIGHT_BIT and value is not None:

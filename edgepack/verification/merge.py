@@ -105,7 +105,8 @@ def _merge_artifact(entry: ArtifactEntry, res: DeviceArtifactResult, where: str,
                 update["device_latency"] = latency
             verdicts = evaluate_gates(gates, metrics=numbers.model_dump(), baseline=baseline,
                                       precision=entry.precision,
-                                      ratios={"size_ratio": entry.size_ratio, "weight_ratio": entry.weight_ratio},
+                                      ratios={"size_ratio": entry.size_ratio, "weight_ratio": entry.weight_ratio,
+                                              "int8_size_ratio": entry.int8_size_ratio},
                                       latency=latency.model_dump(), latency_is_device=latency_is_device)
             update.update(numerics={**m.numerics, "device-exact": numbers}, gate_numerics="device-exact",
                           gates=[GateVerdict.model_validate(v) for v in verdicts])
