@@ -355,6 +355,7 @@ def _print_summary(m) -> None:
     table.add_column("gates", no_wrap=True)
     for tname, t in m.targets.items():
         table.add_row(f"[bold]{escape(tname)}[/]", "", "", "", "", "pass" if t.passed else "[red]FAIL[/]")
+        shipped = t.default.kind if t.default is not None else None
         for a in t.artifacts:
             mt = a.metrics
             nm = mt.numerics[mt.gate_numerics]
@@ -364,7 +365,8 @@ def _print_summary(m) -> None:
             else:
                 value = f"{nm.top1:.2f}" if labelled and nm.top1 is not None else f"{nm.sqnr_db:.1f}"
             lat = mt.device_latency or mt.latency
-            table.add_row(f"  {a.kind}", f"{a.size_bytes / 1024:.1f}", value, mt.gate_numerics,
+            table.add_row(f"  {a.kind}" + (" [bold]★ default[/]" if a.kind == shipped else ""),
+                          f"{a.size_bytes / 1024:.1f}", value, mt.gate_numerics,
                           f"{lat.p50_ms:.3f}", "pass" if mt.passed else "[red]FAIL[/]")
         for n in t.not_produced:
             table.add_row(f"  {n.kind}", "–", "–", "not built", "–", "[red]FAIL[/]" if n.required else "skip")
@@ -372,6 +374,7 @@ def _print_summary(m) -> None:
     if labelled:
         out.print(f"float baseline top-1: {m.baseline.metrics.top1:.2f} %  (p50: host latency unless a device run "
                   "was merged)", highlight=False)
+    out.print("★ default: the fastest artifact that passes its gates (report.md says why)", highlight=False)
 
 
 @app.command()

@@ -44,8 +44,10 @@ from .targets import TargetProfile, host_arch
 from .verification.host import Baseline, baseline_outputs, verify_target
 from .verification.hostinfo import host_info, tool_versions
 from .verification.metrics import n_calls, stacked
+from .verification.select import with_defaults
 
-INT8_KINDS = ("ort-int8", "tflite-int8")
+# kinds made from the calibrated ranges (and the int8 QDQ graph); the others need only the float graph
+INT8_KINDS = ("ort-int8", "tflite-int8", "ort-int16", "ort-int8-pot", "tflite-int16x8")
 
 
 @dataclass
@@ -147,6 +149,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
             gates_passed=True,
             failures=[],
         ).with_verdict()
+        manifest = with_defaults(manifest)
         write_manifest(manifest, root)
         if config.verify.emulate:
             manifest = _emulate_targets(manifest, profiles, root, rep)

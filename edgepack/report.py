@@ -102,6 +102,7 @@ def _target_section(tname: str, t, b, labelled: bool, argmax: bool = True) -> li
     prof = t.profile
     lines = ["", f"## Target `{tname}` — {prof.description}", "",
              f"CPU {prof.cpu.model} ({prof.cpu.arch}), {t.threads} threads; {'PASSED' if t.passed else 'FAILED'}.", ""]
+    lines += _default_lines(t.default)
     qs = t.quantization_settings
     if qs:
         lines += [f"int8 settings: QDQ, per-channel={qs['per_channel']}, activations {qs['activation_type']}, "
@@ -288,3 +289,15 @@ def _compression_section(m) -> list[str]:
 def _floor_text(ratio: float | None) -> str:
     """An artifact's weight bytes against the model's theoretical int8 size, when measured."""
     return "" if ratio is None else f" · {_f(ratio, 3)}×"
+
+
+def _default_lines(d) -> list[str]:
+    """The artifact the target ships by default, and why (edgepack.verification.select)."""
+    if d is None:
+        return []
+    head = (f"**Default artifact: `{d.path}` ({d.kind})** — {d.reason}; ranked by {d.basis}."
+            if d.kind else f"**No default artifact** — {d.reason}.")
+    per = ", ".join(f"{rt}: {k}" for rt, k in d.per_runtime.items())
+    out = [head + (f" Fastest passing per runtime: {per}." if len(d.per_runtime) > 1 else "")]
+    out += [f"- {n}" for n in d.notes]
+    return out + [""]

@@ -289,6 +289,7 @@ def _target(tname: str, t, m, q: _Quality) -> list[str]:
     out = [f"<h2>Target <code>{_e(tname)}</code> — {_e(prof.description)}</h2>",
            f"<p>CPU {_e(prof.cpu.model)} ({_e(prof.cpu.arch)}), {t.threads} threads; "
            + ("<span class='pass'>PASSED</span>" if t.passed else "<span class='fail'>FAILED</span>") + ".</p>"]
+    out += _default_html(getattr(t, "default", None))
     qs = t.quantization_settings
     if qs:
         out.append("<p class='sub'>int8 settings: " + _e(", ".join(f"{k}={v}" for k, v in qs.items())) + "</p>")
@@ -735,3 +736,16 @@ def _diagnosis(go, tname: str, a):
 def _floor_sub(ratio) -> str:
     """The weight bytes against the model's theoretical int8 size, when measured."""
     return "" if ratio is None else f"; int8 floor {_f(ratio, 3)}×"
+
+
+def _default_html(d) -> list[str]:
+    """The artifact the target ships by default, and why."""
+    if d is None:
+        return []
+    if d.kind:
+        head = (f"<p><strong>Default artifact: <code>{_e(d.path)}</code> ({_e(d.kind)})</strong> — {_e(d.reason)}; "
+                f"ranked by {_e(d.basis)}.</p>")
+    else:
+        head = f"<p class='fail'><strong>No default artifact</strong> — {_e(d.reason)}.</p>"
+    notes = "".join(f"<li>{_e(n)}</li>" for n in d.notes)
+    return [head] + ([f"<ul class='sub'>{notes}</ul>"] if notes else [])

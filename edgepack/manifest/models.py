@@ -220,6 +220,8 @@ class ArtifactEntry(_Model):
     layout: Layout
     quantization: dict[str, Any] = Field(description="the writer's quantisation record (scheme, settings, I/O params)")
     quantized_ops: QuantizedOps | None = None
+    slowdown_causes: list[str] = Field([], description="for a quantised artifact: what in its graph costs speed "
+                                                       "(float islands between Q/DQ, ops without int8 kernels)")
     metrics: ArtifactMetrics
 
     def files_to_check(self) -> list[FileRef]:
@@ -261,6 +263,19 @@ class NotProduced(_Model):
     required: bool = Field(description="whether the release needs it (profile or config required_artifacts)")
 
 
+class DefaultChoice(_Model):
+    """The artifact a target ships by default: the fastest that passes its gates
+    (edgepack.verification.select), and why."""
+
+    kind: str | None = Field(description="the artifact kind; None when no artifact passes")
+    path: BundlePath | None = None
+    basis: str = Field(description="whose latency ranked the artifacts: the device's or this host's")
+    reason: str
+    per_runtime: dict[str, str] = Field({}, description="the fastest passing artifact of each runtime")
+    notes: list[str] = Field([], description="quantised artifacts not faster than their runtime's float one, "
+                                             "with the ratio and the causes found")
+
+
 class TargetEntry(_Model):
     profile: TargetProfile
     threads: int
@@ -269,6 +284,7 @@ class TargetEntry(_Model):
     artifacts: list[ArtifactEntry]
     not_produced: list[NotProduced] = []
     passed: bool
+    default: DefaultChoice | None = Field(None, description="the artifact to ship for this target")
 
     def artifact(self, kind: str) -> ArtifactEntry:
         for a in self.artifacts:

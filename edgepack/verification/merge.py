@@ -27,6 +27,7 @@ from ..manifest.models import (
     Problem,
 )
 from .gates import evaluate_gates
+from .select import with_defaults
 
 NOT_EXACT_NOTE = "not device-exact (the runtime version differs from the profile's pin, or the ISA differs)"
 
@@ -75,7 +76,7 @@ def merge_device_result(manifest: Manifest, result: DeviceResult, *, merged_utc:
     record = DeviceRecord(merged_utc=merged_utc, where=where, runner=result.runner, emulation=result.emulation,
                           problems=problems, device_exact=exact_any, passed=result.passed)
     out = manifest.model_copy(update={"targets": targets, "device_results": [*manifest.device_results, record]})
-    return out.with_verdict()
+    return with_defaults(out.with_verdict())
 
 
 def _merge_artifact(entry: ArtifactEntry, res: DeviceArtifactResult, where: str, gates: dict,
