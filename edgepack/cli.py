@@ -252,6 +252,9 @@ def build(
     task_option: Annotated[list[str] | None, _opt("--task-option", panel=_VERIFY, metavar="KEY=VALUE",
                                                   help="a task option, e.g. anchors_axis=-1 (repeat the flag)")] = None,
     latency_runs: Annotated[int | None, _opt("--latency-runs", panel=_VERIFY, help="default: 50")] = None,
+    search_trials: Annotated[int | None, _opt("--search-trials", panel=_VERIFY, metavar="N",
+                                              help="accuracy search: candidates tried per int8 artifact that "
+                                                   "fails a gate; 0 turns it off (default: 8)")] = None,
     emulate: Annotated[bool, _opt("--emulate", panel=_VERIFY,
                                   help="also verify ARM targets in an emulated device userland")] = False,
 ):
@@ -268,6 +271,7 @@ def build(
              "--prune": prune, "--prune-criterion": prune_criterion, "--prune-granularity": prune_granularity,
              "--distill-epochs": distill_epochs, "--distill-mode": distill_mode, "--distill-data": distill_data,
              "--lowrank-energy": lowrank_energy, "--latency-runs": latency_runs, "--task": task,
+             "--search-trials": search_trials,
              "--task-option": task_option or None}
     try:
         if config is not None:
@@ -294,6 +298,7 @@ def build(
                 "targets": None if targets is None else [t.strip() for t in targets.split(",") if t.strip()],
                 "quantization": {"calibration_method": calibration_method},
                 "verify": {"latency_runs": latency_runs, "emulate": emulate or None},
+                "search": {"max_trials": search_trials},
                 "task": task_section,
                 "tflite": {"io_type": tflite_io, "layout": tflite_layout},
                 "compress": _compress_flags(prune, prune_criterion, prune_granularity, distill_epochs, distill_mode,

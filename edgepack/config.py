@@ -205,6 +205,15 @@ class VerifySection(_Strict):
                           "lists); one that cannot be produced fails the build (exit 1) instead of being skipped")
 
 
+class SearchSection(_Strict):
+    """[search]: the accuracy-aware search run when an int8 artifact fails an accuracy or task
+    gate (edgepack.search). `max_trials = 0` turns it off."""
+
+    max_trials: int = Field(8, ge=0, le=100, description="candidates tried per failing int8 artifact")
+    max_seconds: float = Field(600.0, gt=0, description="wall-clock budget per failing int8 artifact")
+    diagnose: bool = Field(True, description="per-node diagnosis of every ONNX int8 graph (manifest and report)")
+
+
 class GateOverrides(_Strict):
     max_accuracy_drop: float | None = Field(None, ge=0)
     min_sqnr_db: float | None = None
@@ -435,6 +444,7 @@ class BuildConfig(_Strict):
     tflite: TfliteOverrides = TfliteOverrides()
     gates: GateOverrides = GateOverrides()
     verify: VerifySection = VerifySection()
+    search: SearchSection = SearchSection()
     compress: CompressSection = CompressSection()
     task: TaskSection | None = None
 

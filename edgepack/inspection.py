@@ -228,10 +228,20 @@ _WEIGHT_INPUTS = {("Conv", 1): 0, ("ConvTranspose", 1): 1, ("Gemm", 1): None, ("
 _BIAS_INPUTS = {("Conv", 2), ("ConvTranspose", 2), ("Gemm", 2)}
 
 
-def int8_floor_bytes(model) -> dict:
+# Bytes of one zero point as each runtime's format stores it: ONNX keeps the int8/uint8 type
+# of the data; the TFLite schema stores every zero point as int64.
+ZERO_POINT_BYTES = {"onnxruntime": 1, "litert": 8}
+
+
+def int8_floor_by_runtime(model) -> dict[str, int]:
+    """`int8_floor_bytes(model)["bytes"]` for each runtime's zero-point width."""
+    return {rt: int8_floor_bytes(model, zero_point_bytes=zp)["bytes"] for rt, zp in ZERO_POINT_BYTES.items()}
+
+
+def int8_floor_bytes(model, zero_point_bytes: int = 1) -> dict:
     """The theoretical size of a model's constants in int8: 1 byte per weight of every
-    Conv/ConvTranspose/Gemm/MatMul weight and Gather table, a 4-byte scale and 1-byte zero
-    point per output channel (per tensor for Gemm and Gather), int32 biases, and every other
+    Conv/ConvTranspose/Gemm/MatMul weight and Gather table, a 4-byte scale and a zero point
+    (`zero_point_bytes`) per output channel (per tensor for Gather), int32 biases, and every other
     constant (norm parameters, small tensors) at its stored size.
 
     The int8 size gate divides an artifact's weight bytes by this: 1.0 is a fully quantised
@@ -247,7 +257,10 @@ def int8_floor_bytes(model) -> dict:
             if name not in inits:
                 continue
             if (n.op_type, k) in _WEIGHT_INPUTS and len(inits[name].dims) >= 2:
-                role.setdefault(name, ("weight", _WEIGHT_INPUTS[(n.op_type, k)]))
+                axis = _WEIGHT_INPUTS[(n.op_type, k)]
+                if n.op_type == "Gemm":  # output channels: rows of B when transB, else its columns
+                    axis = 0 if any(a.name == "transB" and a.i for a in n.attribute) else 1
+                role.setdefault(name, ("weight", axis))
             elif (n.op_type, k) in _BIAS_INPUTS:
                 role.setdefault(name, ("bias", None))
     weights = biases = other = params = 0
@@ -257,7 +270,7 @@ def int8_floor_bytes(model) -> dict:
         is_float = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).kind == "f"
         if kind == "weight" and is_float:
             channels = int(init.dims[axis]) if axis is not None else 1
-            weights += count + channels * 5
+            weights += count + channels * (4 + zero_point_bytes)
             params += count
         elif kind == "bias" and is_float:
             biases += count * 4

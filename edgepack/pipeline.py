@@ -10,6 +10,8 @@ Each step is a call into its stage; this module measures nothing and formats not
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ import onnx
 
 from .config import BuildConfig
 from .errors import ConfigError, ModelError
-from .inspection import int8_floor_bytes, weight_bytes
+from .inspection import int8_floor_by_runtime, weight_bytes
 from .manifest.files import write_manifest
 from .manifest.jsonio import file_entry, source_sha256
 from .manifest.models import Failure, Manifest, TargetEntry
@@ -108,7 +110,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         if compression is not None:
             compression = _measure_compression(compression, float_path, evalset, profiles, config, rep)
 
-        int8_floor = int8_floor_bytes(float_model)["bytes"]
+        int8_floor = int8_floor_by_runtime(float_model)
         int8 = Int8Graphs(float_path, calib, tmp, loaded.source, rep)
         emit_cache: dict = {}
         targets = {}
@@ -259,7 +261,7 @@ def _measure_compression(compression: dict, float_path: Path, evalset: Dataset, 
 
 def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8: Int8Graphs, emit_cache: dict,
             calib: Dataset, base: Baseline, evalset: Dataset, root: Path, source: str, rep: Reporter,
-            int8_floor: int) -> TargetEntry:
+            int8_floor: dict[str, int]) -> TargetEntry:
     """Emit and verify one target's artifacts; its manifest entry.
 
     Float artifacts come first: an operator a format cannot express is found there, in
@@ -270,7 +272,8 @@ def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8:
     float_kinds = [k for k in profile.artifacts if k not in INT8_KINDS]
     int8_kinds = [k for k in profile.artifacts if k in INT8_KINDS]
     with rep.stage(f"{profile.name}: writing {', '.join(float_kinds) or 'no float artifacts'}") as tick:
-        graphs = GraphSet(float_onnx=float_path, calibration=calib, cache=emit_cache, progress=tick, source=source)
+        graphs = GraphSet(float_onnx=float_path, calibration=calib, quant_settings=settings, cache=emit_cache,
+                          progress=tick, source=source)
         artifacts, missing = emit_kinds(float_kinds, graphs, profile, target_dir)
     refused = {m["kind"].split("-", 1)[0]: m for m in missing if m["op"]}
     for kind in [k for k in int8_kinds if k.split("-", 1)[0] in refused]:
@@ -312,13 +315,124 @@ def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8:
                               weight_bytes=weight_bytes, quantized_fraction=quantized_ops, int8_floor=int8_floor,
                               on_artifact=lambda a: tick(next(done) - 1, len(artifacts)))
         tick(len(artifacts), len(artifacts))
+    verify = functools.partial(verify_target, profile, baseline=base, calls=evalset.calls, labels=evalset.y,
+                               gates=gates, float_onnx=float_path, warmup=config.verify.warmup_runs,
+                               runs=config.verify.latency_runs, threads=config.verify.host_threads,
+                               input_layouts={n: config.model.layout_of(n, a.ndim - 1)
+                                              for n, a in evalset.calls.items()},
+                               weight_bytes=weight_bytes, quantized_fraction=quantized_ops, int8_floor=int8_floor,
+                               float_refs={a.runtime: a.path for a in artifacts if a.precision == "float32"})
+    make = functools.partial(_make_artifact, profile=profile, float_path=float_path, int8=int8, emit_cache=emit_cache,
+                             calib=calib, source=source)
+    if qdq is not None and "ort-int8" in int8_kinds and config.search.diagnose:
+        _diagnose(entry, qdq, float_path, calib, rep, profile.name)
+    entry["search"] = _search(entry, config, profile, settings, float_path, target_dir, verify, make, rep, root,
+                              int8.work_dir)
     order = {k: i for i, k in enumerate(profile.artifacts)}
-    entry["artifacts"].sort(key=lambda a: order[a["kind"]])
+    entry["artifacts"].sort(key=lambda a: order.get(a["kind"], len(order)))
     required = set(config.verify.required_artifacts or profile.required_artifacts or profile.artifacts)
     entry["not_produced"] = [{**m, "required": m["kind"] in required}
-                             for m in sorted(missing, key=lambda m: order[m["kind"]])]
+                             for m in sorted(missing, key=lambda m: order.get(m["kind"], len(order)))]
     entry["quantization_settings"] = settings.__dict__ if qdq is not None else None
     return TargetEntry.model_validate(entry)
+
+
+def _make_artifact(kind: str, settings, out_dir: Path, *, profile: TargetProfile, float_path: Path, int8: Int8Graphs,
+                   emit_cache: dict, calib: Dataset, source: str):
+    """Quantise with `settings` (when `kind` needs it) and write one artifact of `kind` into
+    `out_dir`; raises ModelError when it cannot be produced."""
+    qdq, ranges = int8.get(settings)
+    if kind == "ort-int8":
+        shutil.copyfile(qdq, out_dir / "model.int8.qdq.onnx")
+        qdq = out_dir / "model.int8.qdq.onnx"
+    graphs = GraphSet(float_onnx=float_path, int8_qdq=qdq, calibration=calib, quant_settings=settings, ranges=ranges,
+                      cache=emit_cache, source=source)
+    produced, failed = emit_kinds([kind], graphs, profile, out_dir)
+    if failed:
+        raise ModelError(failed[0]["reason"])
+    return produced[0]
+
+
+def _diagnose(entry: dict, qdq: Path, float_path: Path, calib: Dataset, rep: Reporter, target: str) -> None:
+    """The per-node diagnosis of the target's ONNX int8 graph, on its ort-int8 entry."""
+    from .verification.diagnosis import diagnose
+
+    art = next(a for a in entry["artifacts"] if a["kind"] == "ort-int8")
+    with rep.stage(f"{target}: per-node diagnosis of the int8 graph") as tick:
+        # 4 calls and a minute at most: a 1024x1024 detector takes ~40 s and 4.5 GB per call here
+        art["diagnosis"] = diagnose(float_path, qdq, calib.calls, max_calls=4, time_budget_s=60, progress=tick)
+
+
+def _search(entry: dict, config: BuildConfig, profile: TargetProfile, settings, float_path: Path, target_dir: Path,
+            verify, make, rep: Reporter, root: Path, work_dir: Path) -> dict | None:
+    """The accuracy-aware search for each int8 artifact that fails an accuracy or task gate
+    (edgepack.search); the trial that holds the gates replaces it, a remedy in another
+    number format that holds them is added beside it. Returns the manifest's search record."""
+    from typing import get_args
+
+    from . import search as policy
+    from .targets import ArtifactKind
+
+    budget = policy.Budget(config.search.max_trials, config.search.max_seconds)
+    if budget.max_trials == 0:
+        return None
+    known = set(get_args(ArtifactKind))
+    present = {a["kind"] for a in entry["artifacts"]}
+    logs = []
+    for i, first in enumerate(list(entry["artifacts"])):
+        kind = first["kind"]
+        if kind not in policy.REMEDIES or not policy.fails_accuracy(first):
+            continue
+        ranked = [(n["name"], n["op"], n["sqnr_db"]) for n in (first.get("diagnosis") or {}).get("nodes", [])
+                  if isinstance(n.get("sqnr_db"), (int, float)) and math.isfinite(n["sqnr_db"])]
+        moves = policy.int8_moves(kind, onnx.load(str(float_path), load_external_data=False), ranked)
+        remedies = [k for k in policy.REMEDIES[kind] if k in known and k not in present]
+        scratch = Path(tempfile.mkdtemp(prefix=f"search-{profile.name}-{kind}-", dir=work_dir))
+        count = iter(range(1, 1000))
+
+        def evaluate(cand, scratch=scratch, count=count):
+            d = scratch / str(next(count))
+            d.mkdir()
+            return verify([make(cand.kind, cand.settings, d)], root=d)["artifacts"][0]
+
+        try:
+            with rep.stage(f"{profile.name}: {kind} fails a gate; searching (at most {budget.max_trials} trials, "
+                           f"{budget.max_seconds:.0f} s)") as tick:
+                log = policy.run_search(first, settings, kind=kind, moves=moves, remedies=remedies,
+                                        evaluate=evaluate, budget=budget, progress=tick)
+            if log["chosen"] is not None:
+                trial = log["trials"][log["chosen"]]
+                chosen = _settings_of(settings, trial["settings"])
+                adopted = verify([make(kind, chosen, target_dir)], root=root)["artifacts"][0]
+                adopted["quantization"] = {**adopted["quantization"], "search_trial": log["chosen"],
+                                           "search_change": trial["name"], "settings": trial["settings"],
+                                           "kept_float": {k: v for t in log["trials"][:log["chosen"] + 1]
+                                                          for k, v in t["kept_float"].items()
+                                                          if k in chosen.keep_float}}
+                if first.get("diagnosis"):
+                    adopted["diagnosis"] = {**first["diagnosis"],
+                                            "graph": "the profile's int8 graph, before the search"}
+                entry["artifacts"][i] = adopted
+            for t in log["added"]:
+                trial = log["trials"][t]
+                added = verify([make(trial["kind"], _settings_of(settings, trial["settings"]), target_dir)],
+                               root=root)["artifacts"][0]
+                added["quantization"] = {**added["quantization"], "search_trial": t,
+                                         "search_change": f"added by the search: {kind} did not hold the gates"}
+                entry["artifacts"].append(added)
+                present.add(trial["kind"])
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        logs.append(log)
+    return {"trials": [t for log in logs for t in log["trials"]], "runs": [
+        {k: v for k, v in log.items() if k != "trials"} for log in logs]} if logs else None
+
+
+def _settings_of(base, recorded: dict):
+    """QuantSettings from a trial record's settings."""
+    import dataclasses
+
+    return dataclasses.replace(base, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in recorded.items()})
 
 
 def _emulate_targets(manifest: Manifest, profiles, root: Path, rep: Reporter) -> Manifest:

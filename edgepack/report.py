@@ -146,6 +146,73 @@ def _target_section(tname: str, t, b, labelled: bool, argmax: bool = True) -> li
             where = f" (node `{n.node}`, op `{n.op}`)" if n.node else ""
             need = "required: the target fails" if n.required else "not required"
             lines.append(f"- `{n.kind}`{where} — {need}. {n.reason}")
+    lines += _search_lines(t.search)
+    for a in t.artifacts:
+        lines += _diagnosis_lines(a)
+    return lines
+
+
+_DIAGNOSED_NODES = 10
+
+
+def _search_lines(search) -> list[str]:
+    """The accuracy-aware search: every trial with what it changed, its numbers and verdict."""
+    if search is None:
+        return []
+    lines = []
+    for run in search.runs:
+        trials = [tr for tr in search.trials if _in_run(tr, run, search)]
+        shipped = (f"trial {run.chosen} ({trials[run.chosen].name}) is shipped as `{run.kind}`"
+                   if run.chosen is not None else f"`{run.kind}` is shipped as built (no trial did better)")
+        added = "; added: " + ", ".join(f"`{trials[i].kind}` (trial {i})" for i in run.added) if run.added else ""
+        lines += ["", f"### Accuracy search: `{run.kind}`", "",
+                  f"`{run.kind}` failed an accuracy or task gate as built. {len(trials) - 1} trials in "
+                  f"{_f(run.seconds, 1)} s (budget {int(run.budget['max_trials'])} trials, "
+                  f"{_f(run.budget['max_seconds'], 0)} s); stopped: {run.stopped}. {shipped}{added}.", "",
+                  "| # | artifact | change | why | kept float | gated metrics | failed gates | p50 ms | size |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for tr in trials:
+            kept = "; ".join(f"`{k}` ({v})" for k, v in tr.kept_float.items()) or "–"
+            numbers = ", ".join(f"{k} {_task_num(v)}" for k, v in tr.metrics.items()) or "–"
+            failed = tr.error or ", ".join(tr.failed_gates) or "none"
+            lines.append(f"| {tr.index} | {tr.kind} | {tr.name} | {tr.why} | {kept} | {numbers} | {failed} | "
+                         f"{_f(tr.latency_p50_ms, 3)} | {_kb(tr.size_bytes) if tr.size_bytes else '–'} |")
+    return lines
+
+
+def _in_run(tr, run, search) -> bool:
+    """Trials are stored one run after another; a run's are those from its own index 0 on."""
+    starts = [i for i, t in enumerate(search.trials) if t.index == 0]
+    k = search.runs.index(run)
+    lo = starts[k]
+    hi = starts[k + 1] if k + 1 < len(starts) else len(search.trials)
+    return lo <= search.trials.index(tr) < hi
+
+
+def _task_num(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _diagnosis_lines(a) -> list[str]:
+    """The nodes whose quantisation adds the most error, from the artifact's diagnosis."""
+    d = a.diagnosis
+    if not d:
+        return []
+    nodes = d.get("nodes") or []
+    head = ["", f"### Per-node diagnosis: `{a.kind}`", "",
+            f"{d.get('method', '')} Measured on {d.get('calls')} calibration calls in {_f(d.get('seconds'), 1)} s"
+            + (f"; of {d['graph']}" if d.get("graph") else "") + "."]
+    if d.get("error"):
+        return head + ["", f"Not measured: {d['error']}"]
+    skipped = d.get("skipped") or {}
+    lines = head + ["", f"The {min(len(nodes), _DIAGNOSED_NODES)} worst of {len(nodes)} quantised nodes"
+                    + (f" ({', '.join(f'{v} skipped: {k}' for k, v in skipped.items())})" if skipped else "") + ":",
+                    "", "| node | op | SQNR dB | weights only | activations only | in the whole int8 graph |",
+                    "|---|---|---|---|---|---|"]
+    for n in nodes[:_DIAGNOSED_NODES]:
+        lines.append(f"| `{n.get('name')}` | {n.get('op')} | {_f(n.get('sqnr_db'), 1)} | "
+                     f"{_f(n.get('weights_sqnr_db'), 1)} | {_f(n.get('activations_sqnr_db'), 1)} | "
+                     f"{_f(n.get('cumulative_sqnr_db'), 1)} |")
     return lines
 
 

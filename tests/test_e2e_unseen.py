@@ -151,8 +151,8 @@ def test_weight_ratio_counts_stored_weights(built):
 
 def test_int8_size_gate_against_the_theoretical_int8_size(built):
     """The floor, recomputed from the float graph with onnx: 1 byte per Conv/Gemm/MatMul
-    weight, 5 bytes (scale + zero point) per output channel (per tensor for Gemm), 4 per
-    bias, the rest as stored.
+    weight, a 4-byte scale and a zero point (1 byte in ONNX, 8 in TFLite) per output channel,
+    4 per bias, the rest as stored.
     Every int8 artifact's weight bytes sit within 10 % of it, and the gate reads that ratio."""
     import onnx
     from onnx import numpy_helper
@@ -164,18 +164,22 @@ def test_int8_size_gate_against_the_theoretical_int8_size(built):
         if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and arrays.get(n.input[1]) is not None \
                 and arrays[n.input[1]].ndim >= 2:
             w = arrays[n.input[1]]
-            channels = {"Conv": w.shape[0], "MatMul": w.shape[-1], "Gemm": 1}[n.op_type]  # Gemm: per tensor
-            weights[n.input[1]] = w.size + 5 * channels
+            trans_b = any(a.name == "transB" and a.i for a in n.attribute)
+            channels = {"Conv": w.shape[0], "MatMul": w.shape[-1], "Gemm": w.shape[0] if trans_b else w.shape[1]}[
+                n.op_type]
+            weights[n.input[1]] = (w.size, channels)
             if len(n.input) > 2:
                 biases.add(n.input[2])
-    floor = sum(weights.values()) + sum(arrays[b].size * 4 for b in biases) \
+    rest = sum(arrays[b].size * 4 for b in biases) \
         + sum(a.nbytes for k, a in arrays.items() if k not in weights and k not in biases)
-    assert built.manifest["model"]["int8_floor_bytes"] == floor
+    floors = {rt: sum(n + (4 + zp) * c for n, c in weights.values()) + rest
+              for rt, zp in (("onnxruntime", 1), ("litert", 8))}  # TFLite stores zero points as int64
+    assert built.manifest["model"]["int8_floor_bytes"] == floors
     for t in TARGETS:
         for q in built.manifest["targets"][t]["artifacts"]:
             if q["precision"] != "int8":
                 continue
-            assert q["int8_size_ratio"] == pytest.approx(q["weight_bytes"] / floor)
+            assert q["int8_size_ratio"] == pytest.approx(q["weight_bytes"] / floors[q["runtime"]])
             assert 0.9 <= q["int8_size_ratio"] <= 1.1, (t, q["kind"], q["int8_size_ratio"])
             (v,) = [g for g in q["metrics"]["gates"] if g["gate"] == "max_int8_size_ratio"]
             assert v["passed"] is True and v["threshold"] == 1.25 and v["value"] == round(q["int8_size_ratio"], 4)

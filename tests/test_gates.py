@@ -94,7 +94,7 @@ def test_size_gate_applies_to_quantised_artifacts_only(failing_build):
         assert w["threshold"] == 0.2 and w["value"] > 0.2 and w["passed"] is False  # int8 cannot go below 0.25x
         assert f"{t}/ort-int8: max_weight_ratio" in " ".join(failure_texts(m))
         i = _verdict(artifact(m, t, "ort-int8"), "max_int8_size_ratio")
-        floor = artifact(m, t, "ort-int8")["weight_bytes"] / m["model"]["int8_floor_bytes"]
+        floor = artifact(m, t, "ort-int8")["weight_bytes"] / m["model"]["int8_floor_bytes"]["onnxruntime"]
         assert i["value"] == pytest.approx(floor, abs=1e-4) and i["value"] > 0.9 and i["passed"] is False
         float_gates = {g["gate"] for g in artifact(m, t, "ort-float")["metrics"]["gates"]}
         assert not float_gates & {"max_size_ratio", "max_weight_ratio", "max_int8_size_ratio"}

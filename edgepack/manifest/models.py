@@ -212,7 +212,7 @@ class ArtifactEntry(_Model):
     size_ratio: float = Field(description="file bytes vs the float artifact of the same runtime")
     weight_ratio: float = Field(description="weight bytes vs the float artifact of the same runtime")
     int8_size_ratio: float | None = Field(None, description="weight bytes vs the model's theoretical int8 size "
-                                                            "(model.int8_floor_bytes)")
+                                                            "in its runtime's format (model.int8_floor_bytes)")
     files: list[FileRef] = Field(description="files the artifact needs beside it")
     reference_graph: FileRef | None = Field(description="the QDQ ONNX graph whose math the artifact implements")
     inputs: list[IOTensor]
@@ -220,6 +220,8 @@ class ArtifactEntry(_Model):
     layout: Layout
     quantization: dict[str, Any] = Field(description="the writer's quantisation record (scheme, settings, I/O params)")
     quantized_ops: QuantizedOps | None = None
+    diagnosis: dict[str, Any] | None = Field(None, description="per-node quantisation error of its ONNX int8 "
+                                                              "graph (edgepack.verification.diagnosis)")
     slowdown_causes: list[str] = Field([], description="for a quantised artifact: what in its graph costs speed "
                                                        "(float islands between Q/DQ, ops without int8 kernels)")
     metrics: ArtifactMetrics
@@ -263,6 +265,38 @@ class NotProduced(_Model):
     required: bool = Field(description="whether the release needs it (profile or config required_artifacts)")
 
 
+class SearchTrial(_Model):
+    """One candidate of the accuracy-aware search (edgepack.search), as measured."""
+
+    index: int = Field(description="0: the artifact as built with the profile's settings")
+    name: str
+    why: str
+    kind: str = Field(description="the artifact kind the candidate produces")
+    settings: dict[str, Any]
+    kept_float: dict[str, str] = Field(description="nodes this trial added to those kept float, with the reason")
+    seconds: float
+    error: str | None = Field(description="why the candidate could not be produced, when it could not")
+    passed: bool | None = Field(description="whether it holds every gate but latency (accuracy, task, size)")
+    failed_gates: list[str]
+    metrics: dict[str, float] = Field(description="its gated metrics (and top1 / SQNR) by name")
+    latency_p50_ms: float | None
+    size_bytes: int | None
+
+
+class SearchRun(_Model):
+    kind: str = Field(description="the int8 artifact that failed a gate")
+    budget: dict[str, Any]
+    stopped: str = Field(description="why the search stopped")
+    chosen: int | None = Field(description="the trial now shipped as that artifact (None: the one as built)")
+    added: list[int] = Field(description="trials in another number format added as artifacts because they pass")
+    seconds: float
+
+
+class SearchRecord(_Model):
+    trials: list[SearchTrial]
+    runs: list[SearchRun]
+
+
 class DefaultChoice(_Model):
     """The artifact a target ships by default: the fastest that passes its gates
     (edgepack.verification.select), and why."""
@@ -285,6 +319,8 @@ class TargetEntry(_Model):
     not_produced: list[NotProduced] = []
     passed: bool
     default: DefaultChoice | None = Field(None, description="the artifact to ship for this target")
+    search: SearchRecord | None = Field(None, description="the accuracy-aware search, when an int8 artifact "
+                                                          "failed an accuracy or task gate")
 
     def artifact(self, kind: str) -> ArtifactEntry:
         for a in self.artifacts:
@@ -355,9 +391,10 @@ class ModelInfo(_Model):
     batch: int
     parameters: int
     op_counts: dict[str, int]
-    int8_floor_bytes: int | None = Field(None, description="theoretical int8 size of the float graph's constants: "
-                                                           "1 B per weight, a 4 B scale and 1 B zero point per "
-                                                           "channel, int32 biases, other constants as stored")
+    int8_floor_bytes: dict[str, int] | None = Field(
+        None, description="by runtime, the theoretical int8 size of the float graph's constants: 1 B per weight, a "
+                          "4 B scale and a zero point (1 B in ONNX, 8 B in TFLite) per channel, int32 biases, other "
+                          "constants as stored")
 
 
 class Baseline(FileRef):

@@ -20,6 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ConfigError
+from . import transformer
 from .data import Dataset
 
 Progress = Callable[[int, int], None]
@@ -141,6 +142,8 @@ class QuantSettings:
     percentile: float
     reduce_range: bool
     symmetric_activations: bool
+    # nodes kept float on top of `float_nodes`' defaults (by name), e.g. by the accuracy search
+    keep_float: tuple[str, ...] = ()
 
     def key(self) -> str:
         return "-".join(f"{v}" for v in asdict(self).values())
@@ -236,7 +239,10 @@ def float_nodes(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) 
     """Nodes the int8 graph keeps float by default, by node name, with the reason.
 
     Masked attention: a Softmax whose input spans more than MASKED_SOFTMAX_SPAN, and the
-    Add/Sub/Where that applies the mask to the scores."""
+    Add/Sub/Where that applies the mask to the scores. A transformer (attention blocks
+    recognised from the graph's structure, see transformer.py) also keeps its LayerNorms,
+    residual Adds, embedding lookup, GELU, attention softmax and softmax·V MatMul float:
+    int8 goes into its MatMul/Gemm inputs."""
     producers = {o: n for n in model.graph.node for o in n.output}
     keep: dict[str, str] = {}
     for n in model.graph.node:
@@ -251,7 +257,17 @@ def float_nodes(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) 
         p = producers.get(n.input[0])
         if p is not None and p.op_type in ("Add", "Sub", "Where"):
             keep[p.name] = why
+    parts = transformer.find(model)
+    if parts is not None:
+        for name, why in parts.float_nodes().items():
+            keep.setdefault(name, why)
     return keep
+
+
+def quantizer_options(model: onnx.ModelProto) -> dict:
+    """Extra options for ONNX Runtime's quantiser that go with `float_nodes`' defaults
+    (for a transformer: float Gemm outputs and float residual reads, transformer.ORT_OPTIONS)."""
+    return dict(transformer.ORT_OPTIONS) if transformer.find(model) is not None else {}
 
 
 def quantize_static(float_path: Path, dataset: Dataset | None, settings: QuantSettings, out_path: Path,
@@ -266,12 +282,15 @@ def quantize_static(float_path: Path, dataset: Dataset | None, settings: QuantSe
 
     if ranges is None:
         ranges = calibrate(float_path, dataset, settings, progress, source)
-    keep = float_nodes(onnx.load(str(float_path)), ranges_by_name(ranges))
-    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    float_model = onnx.load(str(float_path))
+    keep = float_nodes(float_model, ranges_by_name(ranges))
+    keep.update({n: "kept float by the accuracy search" for n in settings.keep_float if n not in keep})
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "int16": QuantType.QInt16}
     calibrator = CALIBRATORS[settings.calibration_method]
     extra = {
         "ActivationSymmetric": settings.symmetric_activations,
         "WeightSymmetric": True,
+        **quantizer_options(float_model),
         **calibrator.extra_options(settings),
     }
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), _quiet(), \

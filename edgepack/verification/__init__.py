@@ -7,6 +7,7 @@ numbers), `runtimes/` (one session interface over ONNX Runtime and LiteRT), `hos
 `emulate` (running that runner in an emulated ARM userland).
 
 Host-side modules here may use more: `host` and `compression` are the build host's side of
-the same measurements, and `merge` folds a device's result into the typed manifest
-(pydantic). The device runner imports none of them.
+the same measurements, `diagnosis` measures each quantised node's error (onnx), `select`
+chooses each target's default artifact, and `merge` folds a device's result into the typed
+manifest (pydantic). The device runner imports none of them.
 """

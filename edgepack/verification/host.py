@@ -88,14 +88,18 @@ def verify_artifact(artifact, profile, baseline: Baseline, calls: dict[str, np.n
 
 def verify_target(profile, artifacts, baseline: Baseline, calls: dict[str, np.ndarray], labels, root: Path, *,
                   gates: dict, float_onnx: Path, warmup: int, runs: int, threads: int | None, input_layouts: dict,
-                  weight_bytes, quantized_fraction, int8_floor: int | None = None, on_artifact=None) -> dict:
+                  weight_bytes, quantized_fraction, int8_floor: dict | None = None, float_refs: dict | None = None,
+                  on_artifact=None) -> dict:
     """A target's manifest entry. `weight_bytes(path)` and `quantized_fraction(path)` are
     the build's inspectors (they need onnx and LiteRT's schema, which a device does not);
-    `int8_floor` is the model's theoretical int8 size in bytes (`inspection.int8_floor_bytes`)."""
+    `int8_floor` is the model's theoretical int8 size in bytes by runtime (zero points are
+    int64 in TFLite; `inspection.int8_floor_by_runtime`);
+    `float_refs` (runtime -> path) names float artifacts verified earlier, for the ratios of
+    artifacts verified on their own (a search trial)."""
     from ..manifest.jsonio import file_entry
 
     weights = {a.path: weight_bytes(a.path) for a in artifacts}
-    floats = {a.runtime: a.path for a in artifacts if a.precision == "float32"}
+    floats = {**(float_refs or {}), **{a.runtime: a.path for a in artifacts if a.precision == "float32"}}
     entries = []
     for a in artifacts:
         if on_artifact:
@@ -104,7 +108,8 @@ def verify_target(profile, artifacts, baseline: Baseline, calls: dict[str, np.nd
         ref_weights = weights[ref] if ref in weights else weight_bytes(ref)
         ratios = {"size_ratio": a.path.stat().st_size / ref.stat().st_size,
                   "weight_ratio": weights[a.path] / max(ref_weights, 1),
-                  "int8_size_ratio": weights[a.path] / int8_floor if int8_floor else None}
+                  "int8_size_ratio": (weights[a.path] / int8_floor[a.runtime]
+                                      if int8_floor and int8_floor.get(a.runtime) else None)}
         metrics = verify_artifact(a, profile, baseline, calls, labels, gates=gates, ratios=ratios,
                                   warmup=warmup, runs=runs, threads=threads)
         session_io = metrics.pop("io")
