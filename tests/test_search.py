@@ -107,6 +107,10 @@ def test_shipped_artifact_is_the_chosen_trial_checked_independently(searched):
     nodes = {n.name: n for n in qdq.graph.node}
     for name in kept:
         assert not set(nodes[name].output) & quantised, name
+    # the node counts say the same: every compute node is quantised but the ones kept float
+    counts = a["quantized_ops"]
+    assert counts["quantized_nodes"] == counts["compute_nodes"] - len(kept)
+    assert {nodes[n].op_type for n in kept} <= set(counts["float_op_types"])
 
 
 def test_report_shows_every_trial_and_the_diagnosis(searched):

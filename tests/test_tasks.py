@@ -79,6 +79,24 @@ def test_classification_labels_top1_top5():
         make_task("classification").measure([scores], [scores], labels[:2])
 
 
+def test_single_score_classification_judges_the_decision_not_an_argmax():
+    """A wake-word or voice-activity model gives one probability per sample: an argmax over
+    one column always agrees, so the decision score > 0.5 is what is compared."""
+    from edgepack.verification.metrics import output_metrics
+
+    ref = np.array([[[0.1]], [[0.9]], [[0.6]], [[0.2]]], dtype=np.float32)
+    out = np.array([[[0.0]], [[0.4]], [[0.7]], [[0.0]]], dtype=np.float32)  # the second call flips
+    assert top1_agreement(ref, out) == 100.0  # what an argmax says
+    m = make_task("classification").measure([ref], [out], np.array([0, 1, 1, 1]))
+    assert value(m, "top1_agreement") == 75.0
+    assert value(m, "top1") == 50.0  # decisions 0, 0, 1, 0 against labels 0, 1, 1, 1
+    generic = output_metrics(ref.reshape(4, 1), out.reshape(4, 1), np.array([0, 1, 1, 1]))
+    assert generic["top1_agreement"] == 75.0 and generic["top1"] == 50.0 and generic["top5"] is None
+    logits = np.array([[[-3.0]], [[2.0]]], dtype=np.float32)  # scores outside [0, 1]: threshold 0
+    m = make_task("classification").measure([logits], [np.array([[[-1.0]], [[-0.5]]], dtype=np.float32)])
+    assert value(m, "top1_agreement") == 50.0
+
+
 # ---------------------------------------------------------------------------------------
 # detection
 

@@ -374,11 +374,15 @@ def io_quant_params(model: onnx.ModelProto) -> dict:
 
 
 def quantized_fraction(model: onnx.ModelProto) -> dict:
-    """How much of the compute sits between Q/DQ pairs: counts of compute ops with DQ inputs."""
+    """How much of the compute sits between Q/DQ pairs: compute ops that read a dequantised
+    input and whose output is quantised again. A node kept float reads dequantised inputs
+    too, but its output stays float, so it is not counted."""
     producers = {o: n for n in model.graph.node for o in n.output}
+    requantised = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     compute = [n for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear", "Constant")]
-    quantized = [n for n in compute if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
-                                           for i in n.input)]
+    quantized = [n for n in compute
+                 if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input)
+                 and set(n.output) & requantised]
     float_only = sorted({n.op_type for n in compute} - {n.op_type for n in quantized})
     return {"compute_nodes": len(compute), "quantized_nodes": len(quantized), "float_op_types": float_only}
 

@@ -209,6 +209,9 @@ def summary_lines(result: dict) -> list[str]:
             if m:
                 detail = (f"top-1 {m['top1']:.2f}% " if m.get("top1") is not None else "") + \
                          f"SQNR {m['sqnr_db']:.1f} dB ({a['gate_numerics']} numerics, {a['runtime']})"
+                failed = [g["gate"] for g in a.get("gates") or [] if g.get("passed") is False]
+                if failed:
+                    detail += f"; failed gates: {', '.join(failed)}"
                 if a.get("golden_ok") is False:
                     detail += f"; golden outputs differ from the float reference (SQNR {a['golden']['sqnr_db']:.1f} dB)"
             else:

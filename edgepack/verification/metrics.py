@@ -68,6 +68,18 @@ def output_metrics(reference: np.ndarray, test: np.ndarray, labels: np.ndarray |
         "sqnr_db": sqnr_db(reference, test),
         "max_abs_error": max_abs_error(reference, test),
     }
+    n = reference.shape[0]
+    if n and reference.reshape(n, -1).shape[1] == 1:
+        # one score per sample (a wake-word or voice-activity probability, a logit): an argmax
+        # over one class always agrees, so the decision is score > 0.5 for scores in [0, 1],
+        # else score > 0, as the classification task judges it
+        ref, out = reference.reshape(n), test.reshape(n)
+        threshold = 0.5 if ref.min() >= 0 and ref.max() <= 1 else 0.0
+        m["top1_agreement"] = float(100.0 * np.mean((ref > threshold) == (out > threshold)))
+        if labels is not None:
+            m["top1"] = float(100.0 * np.mean((out > threshold).astype(np.int64) == labels[:n].reshape(n)))
+            m["top5"] = None
+        return m
     if labels is not None:
         labels = labels[: reference.shape[0]]
         m["top1"] = top_k_accuracy(test, labels, 1)

@@ -191,6 +191,8 @@ class Classification(Task):
         ref, out = self._output(reference, test)
         ref = ref.reshape(-1, ref.shape[-1])  # every axis but the class axis is a sample
         out = out.reshape(-1, out.shape[-1])
+        if ref.shape[1] == 1:  # one score per sample: a binary decision, not an argmax over one class
+            return self._binary(ref[:, 0], out[:, 0], labels)
         # A tied (e.g. saturated) float top-1 has no right answer for the artifact to agree with.
         unique = np.sum(ref == ref.max(axis=1, keepdims=True), axis=1) == 1
         agree = ref.argmax(axis=1) == out.argmax(axis=1)
@@ -208,6 +210,27 @@ class Classification(Task):
                 top = ranked[:, :k]
                 m[f"top{k}"] = metric(100.0 * np.mean(np.any(top == y[:, None], axis=1)), "higher", "%",
                                       f"top-{k} accuracy against labels")
+        return m
+
+    def _binary(self, ref, out, labels):
+        """A single score per sample (a wake-word or voice-activity probability, or a logit):
+        the decision is score > 0.5 when every float score lies in [0, 1], else score > 0.
+        Agreement is on that decision; top-1 against 0/1 labels; top-5 is not defined."""
+        threshold = 0.5 if ref.min() >= 0 and ref.max() <= 1 else 0.0
+        unique = ref != threshold
+        agree = (ref > threshold) == (out > threshold)
+        judged = int(unique.sum())
+        m = {
+            "top1_agreement": metric(100.0 * agree[unique].mean() if judged else NAN, "higher", "%",
+                                     f"decision score > {threshold:g} agrees with float ({judged} of {len(ref)} "
+                                     "samples; one score per sample)"),
+            "tie_fraction": metric(100.0 * (1 - unique.mean()), "lower", "%",
+                                   f"samples whose float score is exactly {threshold:g}, left out of the agreement"),
+        }
+        if labels is not None:
+            y = np.asarray(_take_labels(labels, len(out), self.name)).reshape(-1).astype(np.int64)
+            m["top1"] = metric(100.0 * np.mean((out > threshold).astype(np.int64) == y), "higher", "%",
+                               f"accuracy of the decision score > {threshold:g} against 0/1 labels")
         return m
 
     def default_gates(self):
