@@ -195,7 +195,12 @@ _LAYOUT_OPS = (BOP.RESHAPE, BOP.TRANSPOSE, BOP.SQUEEZE, BOP.EXPAND_DIMS)
 def tame_softmax_inputs(model) -> list[str]:
     """Narrow the ranges of SOFTMAX inputs that are masked scores (ADD of a huge negative
     bias, or SELECT_V2 with one), of the layout-only ops in between, and of the bias.
-    Returns the names of the tensors changed."""
+    Returns the names of the tensors changed.
+
+    Every layer's SOFTMAX is judged on the ranges as calibrated, before any is narrowed:
+    one mask bias is usually shared by all layers, and once cut for the first layer it no
+    longer looks like a mask to the others. A shared bias is cut at the lowest floor any of
+    its layers asks for."""
     g = model.subgraphs[0]
     producer = {int(o): op for op in g.operators for o in op.outputs}
 
@@ -209,7 +214,9 @@ def tame_softmax_inputs(model) -> list[str]:
             p = producer.get(chain[-1])
         return chain, p
 
-    changed = []
+    scores = []                        # (chain, lo, hi) per masked SOFTMAX
+    bias_floor: dict[int, float] = {}  # bias tensor -> lowest floor asked for
+    bias_hi: dict[int, float] = {}
     for op in g.operators:
         if code(op) != BOP.SOFTMAX:
             continue
@@ -226,16 +233,23 @@ def tame_softmax_inputs(model) -> list[str]:
             shift = rb[1] if code(p) == BOP.ADD else 0.0  # the bias where nothing is masked
             lo, hi = ra[0] + shift - (ra[1] - ra[0]) - MASK_MARGIN, ra[1] + max(shift, 0.0)
             floor = lo - ra[1] if code(p) == BOP.ADD else lo  # bias below this saturates anyway
-            bias_chain, maker = back(b)
-            changed += _raise_floor(model, chain, lo, hi) + _raise_floor(model, bias_chain, floor, rb[1])
-            if maker is not None and code(maker) == BOP.MUL:  # (1 - mask) · big negative constant
-                x, k = [int(i) for i in maker.inputs]
-                x, k = (k, x) if _const(model, g.tensors[x]) is not None else (x, k)
-                rx = _span(model, x)
-                if _const(model, g.tensors[k]) is not None and rx is not None and rx[0] >= 0 and rx[1] > 0:
-                    changed += _raise_floor(model, [k], floor / rx[1], 0.0)
+            scores.append((chain, lo, hi))
+            bias_floor[b] = min(bias_floor.get(b, floor), floor)
+            bias_hi[b] = rb[1]
             break
-    return changed
+    changed = []
+    for chain, lo, hi in scores:
+        changed += _raise_floor(model, chain, lo, hi)
+    for b, floor in bias_floor.items():
+        bias_chain, maker = back(b)
+        changed += _raise_floor(model, bias_chain, floor, bias_hi[b])
+        if maker is not None and code(maker) == BOP.MUL:  # (1 - mask) · big negative constant
+            x, k = [int(i) for i in maker.inputs]
+            x, k = (k, x) if _const(model, g.tensors[x]) is not None else (x, k)
+            rx = _span(model, x)
+            if _const(model, g.tensors[k]) is not None and rx is not None and rx[0] >= 0 and rx[1] > 0:
+                changed += _raise_floor(model, [k], floor / rx[1], 0.0)
+    return list(dict.fromkeys(changed))
 
 
 def _span(model, i):
