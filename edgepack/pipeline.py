@@ -42,6 +42,7 @@ from .stages.graph import (
     pin_output_shapes,
 )
 from .stages.quantize import Int8Graphs, quantized_ops, resolve_settings
+from .stages.rewrite import int8_slowdown_causes, speed_rewrites
 from .targets import TargetProfile, host_arch
 from .verification.host import Baseline, baseline_outputs, verify_target
 from .verification.hostinfo import host_info, tool_versions
@@ -92,7 +93,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
             # against the declared input (config validation allows one float input here).
             data = _load_data(config, _declared_specs(config), rep)
             loaded.module, compression = _compress(loaded.module, config, profiles, data, tmp, rep)
-        float_path = _float_graph(loaded, config, tmp, rep, root / "baseline" / "model.float.onnx")
+        float_path, rewrites = _float_graph(loaded, config, tmp, rep, root / "baseline" / "model.float.onnx")
         float_model = onnx.load(str(float_path))
         inputs = input_specs(float_model)
         calib, evalset, eval_note = data or _load_data(config, inputs, rep)
@@ -138,7 +139,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
                    "inputs": [dict(s.to_json(), layout=config.model.layout_of(s.name, len(s.shape))) for s in inputs],
                    "outputs": [s.to_json() for s in outputs], "batch": batch,
                    "parameters": parameter_count(float_model), "op_counts": op_counts(float_model),
-                   "int8_floor_bytes": int8_floor},
+                   "int8_floor_bytes": int8_floor, "graph_rewrites": rewrites},
             baseline={**file_entry(float_path, root), "runtime": "onnxruntime", "precision": "float32",
                       "metrics": base.metrics, "measured_on": "host (fp32; platform-independent within 1e-5)"},
             compression=compression,
@@ -203,8 +204,9 @@ def _load_data(config: BuildConfig, in_spec: list[TensorSpec], rep: Reporter) ->
     return calib, evalset, "held-out evaluation data"
 
 
-def _float_graph(loaded, config: BuildConfig, tmp: Path, rep: Reporter, dest: Path) -> Path:
-    """Export (torch) or read (ONNX) the loaded source, clean it, and save it at `dest`."""
+def _float_graph(loaded, config: BuildConfig, tmp: Path, rep: Reporter, dest: Path) -> tuple[Path, list[str]]:
+    """Export (torch) or read (ONNX) the loaded source, clean it, and save it at `dest`;
+    returns that path and the speed rewrites applied."""
     m = config.model
     if loaded.kind == "onnx":
         model = load_onnx(loaded.onnx_path)
@@ -215,10 +217,12 @@ def _float_graph(loaded, config: BuildConfig, tmp: Path, rep: Reporter, dest: Pa
             model = load_onnx(export_torch(loaded.module, m.declared_inputs(), tmp / "exported.onnx", opset=m.opset,
                                            progress=tick))
     with rep.stage("cleaning the float graph"):
-        cleaned = clean_float_graph(model, loaded.source, m.shape_overrides())
+        # numerically equivalent rewrites that let int8 fuse (ReduceMean over H,W as a
+        # GlobalAveragePool, Max/Min with a constant as Clip, Div by a constant as Mul)
+        cleaned, rewrites = speed_rewrites(clean_float_graph(model, loaded.source, m.shape_overrides()))
         dest.parent.mkdir(parents=True, exist_ok=True)
         onnx.save(cleaned, str(dest))
-    return dest
+    return dest, rewrites
 
 
 def _compress(module, config: BuildConfig, profiles: list[TargetProfile], data, tmp: Path, rep: Reporter):
@@ -239,7 +243,7 @@ def _compress(module, config: BuildConfig, profiles: list[TargetProfile], data, 
     with rep.stage("exporting the unpruned model (the comparison baseline)") as tick:
         raw = export_torch(module, m.declared_inputs(), tmp / "unpruned.exported.onnx", opset=m.opset, progress=tick)
         unpruned = tmp / "unpruned.float.onnx"
-        onnx.save(clean_float_graph(load_onnx(raw), m.torch, m.shape_overrides()), str(unpruned))
+        onnx.save(speed_rewrites(clean_float_graph(load_onnx(raw), m.torch, m.shape_overrides()))[0], str(unpruned))
     result = compress(module, config.compress, rep, data=CompressionData(
         input_shape=tuple(input_shape), calibration_x=calib.x, calibration_y=calib.y,
         eval_x=evalset.x, eval_y=evalset.y,
@@ -325,9 +329,10 @@ def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8:
     make = functools.partial(_make_artifact, profile=profile, float_path=float_path, int8=int8, emit_cache=emit_cache,
                              calib=calib, source=source)
     if qdq is not None and "ort-int8" in int8_kinds and config.search.diagnose:
-        _diagnose(entry, qdq, float_path, calib, rep, profile.name)
+        _diagnose(entry, qdq, float_path, calib, rep, profile.name, emit_cache, settings.key())
     entry["search"] = _search(entry, config, profile, settings, float_path, target_dir, verify, make, rep, root,
                               int8.work_dir)
+    _slowdown_causes(entry, float_path, root, profile)
     order = {k: i for i, k in enumerate(profile.artifacts)}
     entry["artifacts"].sort(key=lambda a: order.get(a["kind"], len(order)))
     required = set(config.verify.required_artifacts or profile.required_artifacts or profile.artifacts)
@@ -353,14 +358,21 @@ def _make_artifact(kind: str, settings, out_dir: Path, *, profile: TargetProfile
     return produced[0]
 
 
-def _diagnose(entry: dict, qdq: Path, float_path: Path, calib: Dataset, rep: Reporter, target: str) -> None:
-    """The per-node diagnosis of the target's ONNX int8 graph, on its ort-int8 entry."""
+def _diagnose(entry: dict, qdq: Path, float_path: Path, calib: Dataset, rep: Reporter, target: str, cache: dict,
+              key: str) -> None:
+    """The per-node diagnosis of the target's ONNX int8 graph, on its ort-int8 entry (once per
+    distinct int8 graph: targets with the same quantisation settings share it)."""
     from .verification.diagnosis import diagnose
 
-    art = next(a for a in entry["artifacts"] if a["kind"] == "ort-int8")
-    with rep.stage(f"{target}: per-node diagnosis of the int8 graph") as tick:
-        # 4 calls and a minute at most: a 1024x1024 detector takes ~40 s and 4.5 GB per call here
-        art["diagnosis"] = diagnose(float_path, qdq, calib.calls, max_calls=4, time_budget_s=60, progress=tick)
+    art = next((a for a in entry["artifacts"] if a["kind"] == "ort-int8"), None)
+    if art is None:
+        return
+    if ("diagnosis", key) not in cache:
+        with rep.stage(f"{target}: per-node diagnosis of the int8 graph") as tick:
+            # 4 calls and a minute at most: a 1024x1024 detector takes ~40 s and 4.5 GB per call here
+            cache[("diagnosis", key)] = diagnose(float_path, qdq, calib.calls, max_calls=4, time_budget_s=60,
+                                                 progress=tick)
+    art["diagnosis"] = cache[("diagnosis", key)]
 
 
 def _search(entry: dict, config: BuildConfig, profile: TargetProfile, settings, float_path: Path, target_dir: Path,
@@ -426,6 +438,28 @@ def _search(entry: dict, config: BuildConfig, profile: TargetProfile, settings, 
         logs.append(log)
     return {"trials": [t for log in logs for t in log["trials"]], "runs": [
         {k: v for k, v in log.items() if k != "trials"} for log in logs]} if logs else None
+
+
+def _slowdown_causes(entry: dict, float_path: Path, root: Path, profile: TargetProfile) -> None:
+    """For each quantised artifact not faster than its runtime's float one (see
+    verification.select), what in its graph costs speed."""
+    from .verification.select import SAME_SPEED
+
+    floats = {a["runtime"]: a["metrics"]["latency"]["p50_ms"] for a in entry["artifacts"]
+              if a["precision"] == "float32"}
+    for a in entry["artifacts"]:
+        f = floats.get(a["runtime"])
+        if f is None or a["precision"] == "float32" or a["metrics"]["latency"]["p50_ms"] < f * (1 - SAME_SPEED):
+            continue
+        if a["runtime"] == "onnxruntime" and a.get("reference_graph"):
+            a["slowdown_causes"] = int8_slowdown_causes(float_path, root / a["reference_graph"]["path"],
+                                                        target_platform=profile.ort.target_platform)
+        elif a["quantization"].get("float_ops"):
+            a["slowdown_causes"] = [f"ops LiteRT's quantiser left float, with QUANTIZE/DEQUANTIZE around them: "
+                                    f"{', '.join(a['quantization']['float_ops'])}"]
+        else:
+            a["slowdown_causes"] = ["every op is quantised: the runtime's int8 kernels for these ops are slower than "
+                                    "its float ones on this CPU"]
 
 
 def _settings_of(base, recorded: dict):

@@ -68,6 +68,9 @@ def render_report(manifest) -> str:
            else "no labels: artifacts are compared by SQNR and agreement")
         + f" on {b.samples} samples."
     )
+    if m.model.graph_rewrites:
+        lines += ["", "Rewrites of the cleaned float graph (numerically equivalent; they let int8 fuse): "
+                  + "; ".join(m.model.graph_rewrites) + "."]
     lines += _compression_section(m)
     for tname, t in m.targets.items():
         lines += _target_section(tname, t, b, labelled, argmax)

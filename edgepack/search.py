@@ -64,23 +64,27 @@ def fails_accuracy(entry: dict) -> bool:
     return any(v["passed"] is False for v in accuracy_verdicts(entry))
 
 
-def shortfall(entry: dict) -> float:
-    """How far an artifact is from holding its accuracy and size gates: 0 when it holds them
-    all, else the sum over failing gates of the miss relative to the threshold (a gate that
-    could not be judged counts 1)."""
-    total = 0.0
+def shortfall(entry: dict) -> tuple[float, float]:
+    """How far an artifact is from holding its gates, as (size miss, accuracy miss): each the
+    sum over its failing gates of the miss relative to the threshold (a gate that could not
+    be judged counts 1). (0, 0) holds them all. Tuples compare size first: a trial that keeps
+    so much float that it fails a size gate is no longer a quantised artifact, so it never
+    ranks above one that holds the size gates, however accurate. Latency is not counted."""
+    size = accuracy = 0.0
     for v in entry["metrics"]["gates"]:
-        if v["gate"] == "max_latency_ms":
-            continue
-        if v["passed"] is not False:
+        if v["gate"] == "max_latency_ms" or v["passed"] is not False:
             continue
         value, threshold = v["value"], v["threshold"]
         if value is None or value != value:
-            total += 1.0
-            continue
-        miss = (threshold - value) if v["direction"] == "higher" else (value - threshold)
-        total += max(miss, 0.0) / max(abs(threshold), 1e-6)
-    return total
+            miss = 1.0
+        else:
+            miss = max((threshold - value) if v["direction"] == "higher" else (value - threshold), 0.0)
+            miss /= max(abs(threshold), 1e-6)
+        if v["gate"] in SIZE:
+            size += miss
+        else:
+            accuracy += miss
+    return size, accuracy
 
 
 def output_nodes(model) -> dict[str, str]:
@@ -107,7 +111,7 @@ def run_search(first: dict, first_settings, *, kind: str, moves: list, remedies:
     seen = {_key(first_settings)}
     last = 0.0
     for step, item in plan:
-        if best_short == 0:
+        if best_short == (0, 0):
             stopped = "the gates hold"
             break
         if len(trials) - 1 >= budget.max_trials:
@@ -145,7 +149,7 @@ def run_search(first: dict, first_settings, *, kind: str, moves: list, remedies:
         trials.append(_record(len(trials), cand, entry, last))
         s = shortfall(entry)
         if step == "remedy":
-            if s == 0:
+            if s == (0, 0):
                 added.append(len(trials) - 1)
                 stopped = f"the gates hold with {item}"
                 break
@@ -153,7 +157,7 @@ def run_search(first: dict, first_settings, *, kind: str, moves: list, remedies:
         if s < best_short:
             best_i, best_settings, best_short = len(trials) - 1, cand.settings, s
     else:
-        stopped = stopped or ("the gates hold" if best_short == 0 else "every candidate tried")
+        stopped = stopped or ("the gates hold" if best_short == (0, 0) else "every candidate tried")
     if not stopped:
         stopped = "every candidate tried"
     return {"kind": kind, "budget": dataclasses.asdict(budget), "trials": trials, "stopped": stopped,
@@ -178,7 +182,7 @@ def _record(i: int, cand: Candidate, entry: dict | None, seconds: float, error: 
         for k in ("top1", "sqnr_db", "top1_agreement"):
             if numbers.get(k) is not None:
                 metrics.setdefault(k, numbers[k])
-        rec.update(passed=shortfall(entry) == 0, metrics=metrics, latency_p50_ms=mt["latency"]["p50_ms"],
+        rec.update(passed=shortfall(entry) == (0, 0), metrics=metrics, latency_p50_ms=mt["latency"]["p50_ms"],
                    size_bytes=entry["size_bytes"],
                    failed_gates=[v["gate"] for v in mt["gates"] if v["passed"] is False])
     return rec

@@ -24,6 +24,14 @@ ArtifactKind = Literal[
     "tflite-float16",
     "tflite-dynamic-int8",
     "tflite-int8",
+    # not in the shipped profiles: a profile (or a profile file of the user's) lists them
+    "ort-float16",
+    "ort-dynamic-int8",
+    "ort-int16",
+    "ort-int8-pot",
+    "ort-binary",
+    "ort-ternary",
+    "tflite-int16x8",
 ]
 
 
@@ -58,6 +66,16 @@ class OrtSettings(_Strict):
     target_platform: Literal["arm", "amd64"]
     # Exclude layout transforms that depend on the build host's SIMD width (see emit/ort.py).
     portable_layout: bool = True
+    # amd64: the ONNX Runtime NCHWc block of *every* device of the profile (8: AVX2 without
+    # AVX-512F, 16: AVX-512F). Set, the .ort files keep the NCHWc layout (a float CNN then runs
+    # as fast as the plain ONNX file) and run only on CPUs of that block; the build host must
+    # have the same block (checked). Unset, `portable_layout` decides.
+    nchwc_block: Literal[8, 16] | None = None
+    # amd64, for devices running a full ONNX Runtime build: the float artifact is an ONNX file
+    # optimised up to the extended level (no layout), which the device's runtime lays out for
+    # its own NCHWc block at load (ONNX Runtime never does that for an .ort file). Portable
+    # and as fast as the plain file; a minimal (mobile) build cannot read it.
+    layout_at_load: bool = False
 
 
 class TfliteSettings(_Strict):

@@ -7,7 +7,7 @@ import re
 
 import onnx
 import pytest
-from conftest import base_env, cli, explain
+from conftest import base_env, cli, explain, load_manifest
 
 from edgepack.inspection import inspect_artifact
 from edgepack.stages.graph import op_counts
@@ -93,7 +93,7 @@ def test_inspect_bundle_artifacts(unseen_bundle):
     assert any("QLinearConv" in k for k in i8["op_counts"])
     assert "fused integer ops" in i8["quantization"] and i8["weight_dtypes"]["int8"] >= 7
 
-    f32 = inspect_artifact(b / "x86-64" / "model.float32.ort")
+    f32 = inspect_artifact(b / load_manifest(b)["targets"]["x86-64"]["artifacts"][0]["path"])  # ort-float
     assert f32["quantization"].startswith("none") and "int8" not in f32["weight_dtypes"]
     assert not any("nchwc" in k for k in f32["op_counts"])
 

@@ -335,6 +335,13 @@ def test_a_build_reports_the_custom_metric_and_its_gate_fails_the_build(tmp_path
     gate = {g.gate: g for g in i8.metrics.gates}["task:max_error"]
     assert gate.passed is False and gate.direction == "lower" and gate.value > 0.001
     assert not result.passed and any(f.gate == "task:max_error" for f in result.failures)
+    # the accuracy search ran and could not hold a 0.001 max error in int8 without keeping the
+    # model float (a size-gate failure, never preferred); every candidate, the 16x8 remedy
+    # quantised with the best trial's (non-minmax) calibration included, was produced
+    assert t.search is not None and t.search.runs[0].kind == "ort-int8"
+    assert [tr.error for tr in t.search.trials] == [None] * len(t.search.trials)
+    assert all("max_int8_size_ratio" not in t.search.trials[i].failed_gates
+               for i in [t.search.runs[0].chosen or 0])
     assert "max_error" in (result.bundle / "report.md").read_text()
     # the device runner does not run the bundle's task spec: no custom numbers, gates not judged
     from edgepack.verification.device import verify_bundle

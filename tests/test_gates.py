@@ -88,7 +88,7 @@ def test_size_gate_applies_to_quantised_artifacts_only(failing_build):
     for t in m["targets"]:
         v = _verdict(artifact(m, t, "ort-int8"), "max_size_ratio")
         q = (bundle / t / "model.int8.ort").stat().st_size
-        f = (bundle / t / "model.float32.ort").stat().st_size
+        f = (bundle / artifact(m, t, "ort-float")["path"]).stat().st_size
         assert v["value"] == pytest.approx(q / f, abs=1e-3) and v["passed"] is False
         w = _verdict(artifact(m, t, "ort-int8"), "max_weight_ratio")
         assert w["threshold"] == 0.2 and w["value"] > 0.2 and w["passed"] is False  # int8 cannot go below 0.25x

@@ -470,7 +470,9 @@ def test_profile_problems_are_all_named_with_did_you_mean(tmp_path):
         load_profile(bad)
     assert _problems(e) == ["threads: Input should be greater than or equal to 1",
                             ("artifacts[1]: 'ort-int9' is not one of ort-float, ort-int8, tflite-float32, "
-                            "tflite-float16, tflite-dynamic-int8, tflite-int8 (did you mean 'ort-int8'?)")]
+                            "tflite-float16, tflite-dynamic-int8, tflite-int8, ort-float16, ort-dynamic-int8, "
+                            "ort-int16, ort-int8-pot, ort-binary, ort-ternary, tflite-int16x8 "
+                            "(did you mean 'ort-int8'?)")]
     assert str(e.value).startswith(f"{bad}: 2 problems: ")
 
 

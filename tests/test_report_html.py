@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.manifest.models import Manifest
+from edgepack.manifest.models import Manifest, SearchRecord
 from edgepack.report import render_report
 from edgepack.report_html import render_html
 
@@ -32,6 +32,20 @@ def built(digits_example):
 @pytest.fixture(scope="module")
 def page(built) -> str:
     return (built.bundle / "report.html").read_text(encoding="utf-8")
+
+
+def _diagnosed(m: Manifest) -> int:
+    return sum(1 for t in m.targets.values() for a in t.artifacts if a.diagnosis and a.diagnosis.get("nodes"))
+
+
+def _search(trials) -> SearchRecord:
+    """A search record (edgepack.search's shape) of (name, metrics, p50 ms, size bytes) trials."""
+    return SearchRecord.model_validate({
+        "trials": [{"index": i, "name": name, "why": "test", "kind": "ort-int8", "settings": {}, "kept_float": {},
+                    "seconds": 0.1, "error": None, "passed": False, "failed_gates": [], "metrics": metrics,
+                    "latency_p50_ms": p50, "size_bytes": size} for i, (name, metrics, p50, size) in enumerate(trials)],
+        "runs": [{"kind": "ort-int8", "budget": {"max_trials": 8, "max_seconds": 600}, "stopped": "test",
+                  "chosen": None, "added": [], "seconds": 1.0}]})
 
 
 def _variant(m: Manifest) -> Manifest:
@@ -54,9 +68,8 @@ def _variant(m: Manifest) -> Manifest:
     t = m2.targets["rpi4"]
     nodes = [{"name": f"block{i}/conv", "op": "Conv", "sqnr_db": 40.0 - i} for i in range(25)]
     arts = [t.artifacts[0], t.artifacts[1].model_copy(update={"diagnosis": {"nodes": nodes}}), *t.artifacts[2:]]
-    trials = [{"name": f"trial {i}", "metrics": {"top1": 97.0 + i / 4}, "latency_p50_ms": 0.01 + i / 500,
-               "size_bytes": 30000 + 1000 * i} for i in range(6)]
-    t2 = t.model_copy(update={"artifacts": arts, "search": {"trials": trials}})
+    trials = [(f"trial {i}", {"top1": 97.0 + i / 4}, 0.01 + i / 500, 30000 + 1000 * i) for i in range(6)]
+    t2 = t.model_copy(update={"artifacts": arts, "search": _search(trials)})
     return m2.model_copy(update={"targets": {**m2.targets, "rpi4": t2}})
 
 
@@ -116,7 +129,7 @@ def test_hostile_names_are_escaped(built):
     art = art.model_copy(update={"kind": HOSTILE, "diagnosis": {"nodes": [{"name": HOSTILE, "op": HOSTILE,
                                                                             "sqnr_db": 3.0}]}})
     t0 = t0.model_copy(update={"artifacts": [art, *t0.artifacts[1:]],
-                               "search": {"trials": [{"name": HOSTILE, "top1": 90.0, "p50_ms": 0.05}]}})
+                               "search": _search([(HOSTILE, {"top1": 90.0}, 0.05, 1000)])})
     hostile = m.model_copy(update={"name": HOSTILE, "version": HOSTILE, "model": model,
                                    "targets": {HOSTILE: t0, **{k: v for k, v in m.targets.items()}}})
     page = render_html(hostile)
@@ -209,9 +222,9 @@ def _check_rendered(source: str, dom: str) -> int:
 @needs_chromium
 def test_charts_render_in_headless_chromium(built, page, tmp_path):
     dom = _dump_dom(built.bundle / "report.html", tmp_path / "profile")
-    # the example: quality × latency × size and the latency percentiles (one output, no
-    # diagnosis, no search trials)
-    assert _check_rendered(page, dom) == 2
+    # the example: quality × latency × size, the latency percentiles (one output, no search
+    # trials) and one per-node sensitivity chart per diagnosed int8 artifact
+    assert _check_rendered(page, dom) == 2 + _diagnosed(built.manifest) and _diagnosed(built.manifest) >= 1
 
 
 @needs_chromium
@@ -221,13 +234,14 @@ def test_every_optional_chart_renders_in_headless_chromium(built, tmp_path):
     f = tmp_path / "report.html"
     f.write_text(source, encoding="utf-8")
     dom = _dump_dom(f, tmp_path / "profile")
-    # + per-output SQNR (two outputs) and the rpi4 ort-int8 diagnosis (its 20 worst of 25 nodes)
-    assert _check_rendered(source, dom) == 4
+    # + per-output SQNR (two outputs); the rpi4 ort-int8 diagnosis is replaced (its 20 worst of 25 nodes)
+    assert _check_rendered(source, dom) == 3 + _diagnosed(m)
     traces = [tr for f in _figures(source).values() for tr in f["data"]]
     trials = [tr for tr in traces if tr.get("name") == "search trials"]
     assert len(trials) == 1 and len(trials[0]["x"]) == 6
-    nodes = [y for tr in traces if tr.get("orientation") == "h" for y in tr["y"]]
-    assert len(nodes) == 20 and nodes[0] == "block24/conv (Conv)" and "block4/conv (Conv)" not in nodes
+    bars = [tr["y"] for tr in traces if tr.get("orientation") == "h"]
+    nodes = next(y for y in bars if y[0] == "block24/conv (Conv)")  # the replaced rpi4 diagnosis
+    assert len(nodes) == 20 and "block4/conv (Conv)" not in nodes
 
 
 def _figures(page: str) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import PY, base_env, cli, device, explain, run
+from conftest import PY, artifact, base_env, cli, device, explain, load_manifest, run
 
 RUNS = ("--runs", "3")
 
@@ -76,10 +76,11 @@ def test_cli_verify_detects_tampering(bundle, bundle_copy):
 
 def test_verify_detects_missing_file(bundle, bundle_copy):
     b = bundle_copy(bundle)
-    (b / "x86-64" / "model.float32.ort").unlink()
+    path = artifact(load_manifest(b), "x86-64", "ort-float")["path"]
+    (b / path).unlink()
     proc = cli("verify", b, *RUNS)
     assert proc.returncode == 1, explain(proc)
-    assert "x86-64/model.float32.ort" in proc.stdout + proc.stderr
+    assert path in proc.stdout + proc.stderr
 
 
 def test_verify_merge_keeps_a_tampered_golden_input_as_a_failure(bundle, bundle_copy):

@@ -391,6 +391,8 @@ class ModelInfo(_Model):
     batch: int
     parameters: int
     op_counts: dict[str, int]
+    graph_rewrites: list[str] = Field([], description="numerically equivalent rewrites of the cleaned float graph "
+                                                     "that let int8 fuse (edgepack.stages.rewrite)")
     int8_floor_bytes: dict[str, int] | None = Field(
         None, description="by runtime, the theoretical int8 size of the float graph's constants: 1 B per weight, a "
                           "4 B scale and a zero point (1 B in ONNX, 8 B in TFLite) per channel, int32 biases, other "

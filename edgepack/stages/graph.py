@@ -250,3 +250,24 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
 def parameter_count(model: onnx.ModelProto) -> int:
     return int(sum(np.prod(i.dims, dtype=np.int64) for i in model.graph.initializer))
 
+
+def ort_optimized(model: onnx.ModelProto, level: str = "extended", config: dict[str, str] | None = None,
+                  disabled: list[str] | None = None) -> onnx.ModelProto:
+    """`model` as ONNX Runtime's CPU provider optimises it at `level` ("basic", "extended",
+    "all"), read back as an ONNX graph: what its kernels will run on this host."""
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    with tempfile.TemporaryDirectory(prefix="edgepack-opt-") as tmp:
+        src, out = Path(tmp) / "model.onnx", Path(tmp) / "optimized.onnx"
+        onnx.save(model, str(src))
+        so = ort.SessionOptions()
+        so.graph_optimization_level = levels[level]
+        so.optimized_model_filepath = str(out)
+        so.log_severity_level = 3
+        for k, v in (config or {}).items():
+            so.add_session_config_entry(k, v)
+        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+        return onnx.load(str(out))

@@ -154,7 +154,8 @@ def to_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progress=No
 
 
 def quantize_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progress=None,
-                       ranges: dict[str, tuple[float, float]] | None = None) -> tuple[bytes, list[str]]:
+                       ranges: dict[str, tuple[float, float]] | None = None,
+                       activations: str = "int8") -> tuple[bytes, list[str]]:
     """Full-integer quantisation by LiteRT's own quantiser; returns (model, float ops).
 
     `ranges` maps tensor names to the (min, max) edgepack's calibration measured on the
@@ -170,6 +171,9 @@ def quantize_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progr
     POW, CAST to float), the model is quantised again with those ops left in float
     between QUANTIZE/DEQUANTIZE (see fallback.py); the second value names them (TFLite op
     names, sorted; empty when every op is integer).
+
+    `activations="int16"` is TFLite's 16x8 mode: int16 activations (symmetric), int8
+    weights, int64 biases; its I/O is float32 or int16, so `io_type` must be "float32".
     """
     from .calibration import assign_ranges, measure_ranges, set_ranges, tame_softmax_inputs
 
@@ -183,6 +187,8 @@ def quantize_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progr
     tame_softmax_inputs(model)
     fallback.sum_as_mean(model, _opcode_index)
     io_dtype = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}[io_type]
+    if activations == "int16" and io_dtype != np.float32:
+        raise ModelError(f"16x8 TFLite quantisation takes float32 I/O, not {io_type}")
     g = model.subgraphs[0]
     in_shapes = [[int(d) for d in g.tensors[i].shape] for i in g.inputs]
     # The wrapper keeps a raw pointer into the flatbuffer: hold the bytes until done.
@@ -195,7 +201,7 @@ def quantize_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progr
     errors = []
     for in_type, out_type, allow_float in attempts:
         try:
-            quantized = _quantize(flatbuffer, in_shapes, in_type, out_type, allow_float)
+            quantized = _quantize(flatbuffer, in_shapes, in_type, out_type, allow_float, activations)
             break
         except Exception as exc:
             errors.append(exc)
@@ -211,13 +217,14 @@ def quantize_full_int8(model_bytes: bytes, samples, io_type: str = "int8", progr
     return quantized, ops
 
 
-def _quantize(flatbuffer: bytes, in_shapes, in_type, out_type, allow_float: bool) -> bytes:
+def _quantize(flatbuffer: bytes, in_shapes, in_type, out_type, allow_float: bool, activations: str = "int8") -> bytes:
     """LiteRT's quantiser on a model whose tensors carry min/max: with no samples fed, the
     calibration wrapper keeps the ranges attached instead of recording its own."""
     from ai_edge_litert import _pywrap_tensorflow_lite_calibration_wrapper as calibration
 
     from ..verification.runtimes.litert import _quiet_stderr
 
+    act, bias = {"int8": (np.int8, np.int32), "int16": (np.int16, np.int64)}[activations]
     with _quiet_stderr():
         wrapper = calibration.CalibrationWrapper(flatbuffer, [], [])
         wrapper.Prepare(in_shapes)
@@ -225,8 +232,8 @@ def _quantize(flatbuffer: bytes, in_shapes, in_type, out_type, allow_float: bool
             np.dtype(in_type).num,   # model input type (float inputs only; integer ones stay)
             np.dtype(out_type).num,  # model output type
             allow_float,             # float fallback for ops without an int8 kernel
-            np.dtype(np.int8).num,   # activation type
-            np.dtype(np.int32).num,  # bias type
+            np.dtype(act).num,       # activation type
+            np.dtype(bias).num,      # bias type (int64 with int16 activations: TFLite's 16x8 mode)
             False,                   # disable per-channel
             False,                   # disable per-channel for dense layers
         ))

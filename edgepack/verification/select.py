@@ -19,6 +19,8 @@ from ..manifest.models import DefaultChoice, Manifest, TargetEntry
 # runs on a shared 2-core machine was seen to move by up to 3 % between runs.
 SAME_SPEED = 0.03
 
+RESEARCH = ("binary", "ternary")
+
 
 def with_defaults(manifest: Manifest) -> Manifest:
     """A copy of `manifest` with every target's default artifact chosen from its contents."""
@@ -49,7 +51,8 @@ def choose_default(target: TargetEntry) -> DefaultChoice:
             why = "; ".join(a.slowdown_causes) or "no cause identified"
             notes.append(f"{a.kind} is not faster than {f[0].kind}: p50 {p50:.3g} ms vs {f[1]:.3g} ms "
                          f"({ratio:.2f}x; faster means by more than {SAME_SPEED:.0%}); cause: {why}")
-    passing = [(a, _rank(a, p50, floats)) for a, p50, _ in rows if a.metrics.passed]
+    # research formats (binary / ternary weights in int8 containers) are measured, never shipped by default
+    passing = [(a, _rank(a, p50, floats)) for a, p50, _ in rows if a.metrics.passed and a.precision not in RESEARCH]
     per_runtime: dict[str, str] = {}
     for a, _ in sorted(passing, key=lambda r: r[1]):
         per_runtime.setdefault(a.runtime, a.kind)

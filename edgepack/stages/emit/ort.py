@@ -8,6 +8,7 @@ is what ONNX Runtime recommends for CPU-only mobile deployments.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import tempfile
 from pathlib import Path
@@ -22,6 +23,19 @@ from .base import Artifact, GraphSet
 _TWO_PASS_MAX_BYTES = 1 << 30
 
 
+# kind -> (precision, file stem); the source graph of each is made by `_source_graph`
+KINDS = {
+    "ort-float": ("float32", "model.float32"),
+    "ort-int8": ("int8", "model.int8"),
+    "ort-float16": ("float16", "model.float16"),
+    "ort-dynamic-int8": ("dynamic-int8", "model.dynamic-int8"),
+    "ort-int16": ("int16x8", "model.int16x8"),
+    "ort-int8-pot": ("int8", "model.int8-pot"),
+    "ort-binary": ("binary", "model.binary"),
+    "ort-ternary": ("ternary", "model.ternary"),
+}
+
+
 def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -29,14 +43,13 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
     for kind in profile.artifacts:
         if not kind.startswith("ort-"):
             continue
-        if kind == "ort-float":
-            src, precision = graphs.float_onnx, "float32"
-        else:
-            src, precision = graphs.int8_qdq, "int8"
-        stem = f"model.{precision}"
-        ort_path, config_path = convert_to_ort(src, out_dir, stem, profile.ort, graphs.source or str(src))
-        quant = {}
-        if precision == "int8":
+        precision, stem = KINDS[kind]
+        src, quant = _source_graph(kind, graphs, profile, out_dir, stem)
+        ort_path, config_path = convert_to_ort(src, out_dir, stem, profile.ort, graphs.source or str(src),
+                                               keep_precision=kind == "ort-float16",
+                                               exact_matmul=kind in ("ort-int16", "ort-binary", "ort-ternary"),
+                                               layout_at_load=kind == "ort-float")
+        if kind == "ort-int8":
             s = graphs.quant_settings
             quant = {
                 "scheme": "static QDQ (onnxruntime.quantization)",
@@ -59,23 +72,108 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
     return artifacts
 
 
-def convert_to_ort(src: Path, out_dir: Path, stem: str, settings, source: str = "") -> tuple[Path, Path]:
+def _source_graph(kind: str, graphs: GraphSet, profile, out_dir: Path, stem: str) -> tuple[Path, dict]:
+    """(ONNX graph the .ort is converted from, the kind's quantisation record). Graphs made
+    here (edgepack.stages.formats) are written beside the artifact as its reference graph;
+    targets with equal inputs share one conversion (copied)."""
+    import shutil
+
+    from .. import formats
+
+    if kind == "ort-float":
+        return graphs.float_onnx, {}
+    if kind == "ort-int8":
+        return graphs.int8_qdq, {}
+    s = graphs.quant_settings
+    per_channel = s.per_channel if s is not None else profile.quantization.per_channel
+    reduce_range = s.reduce_range if s is not None else profile.resolved_reduce_range()
+    key = ("ort-format", kind, str(graphs.float_onnx), s.key() if s is not None else (per_channel, reduce_range),
+           id(graphs.ranges))
+    # not f"{stem}.onnx": that name is the artifact itself when a profile ships ONNX files (layout_at_load)
+    dest = out_dir / (f"{stem}.qdq.onnx" if kind in ("ort-int16", "ort-int8-pot") else f"{stem}.reference.onnx")
+    made, quant = graphs.cache.get(key, (None, None))
+    if made is not None and Path(made).is_file():  # (a search trial's scratch copy may be gone)
+        if Path(made) != dest:
+            shutil.copyfile(made, dest)
+        return dest, quant
+    src, source = graphs.float_onnx, graphs.source
+    if kind == "ort-float16":
+        _, kept = formats.float16_graph(src, dest, source)
+        quant = {"scheme": "float16 weights and activations (onnxruntime.transformers.float16), float32 I/O",
+                 "weight_type": "float16", "activation_type": "float16",
+                 # ops the build host's ONNX Runtime has no float16 kernel for: float32 between the
+                 # Casts it inserted, which the file keeps (basic optimisation only, see convert_to_ort)
+                 "float32_ops": kept, "optimization": "basic (keeps float16 weights)"}
+    elif kind == "ort-dynamic-int8":
+        formats.dynamic_int8_graph(src, dest, per_channel=per_channel, reduce_range=reduce_range, source=source)
+        quant = {"scheme": "dynamic: int8 weights, activations quantised at run time "
+                           "(onnxruntime.quantization.quantize_dynamic)",
+                 "weight_type": "int8", "activation_type": "uint8 (quantised per call)", "per_channel": per_channel,
+                 "reduce_range": reduce_range, "op_types": list(formats.DYNAMIC_OP_TYPES)}
+    elif kind == "ort-int16":
+        formats.int16_qdq_graph(src, graphs.ranges, s, dest, source)
+        quant = {"scheme": "static QDQ, 16x8: int16 activations (symmetric), int8 weights (opset 21)",
+                 "activation_type": "int16", "weight_type": "int8", "per_channel": s.per_channel,
+                 "calibration_method": s.calibration_method, "symmetric_activations": True,
+                 "io": io_quant_params(onnx.load(str(dest)))}
+    elif kind == "ort-int8-pot":
+        _, summary = formats.pot_qdq_graph(src, graphs.ranges, s, dest, source)
+        quant = {"scheme": "static QDQ, power-of-two scales (fixed-point)", "activation_type": "int8",
+                 "weight_type": "int8", "symmetric_activations": True, "per_channel": s.per_channel,
+                 "reduce_range": s.reduce_range, "calibration_method": s.calibration_method,
+                 "scale_rounding": "up: 2^ceil(log2 s), so nothing clips", **summary,
+                 "io": io_quant_params(onnx.load(str(dest)))}
+    elif kind in ("ort-binary", "ort-ternary"):
+        mode = kind.split("-", 1)[1]
+        _, summary = formats.lowbit_graph(src, dest, mode, source)
+        quant = {"scheme": (f"research mode: {mode} weights per output channel ("
+                            + ("{-a, +a}, a = mean |w|; XNOR-Net" if mode == "binary" else
+                               "{-a, 0, +a}, threshold 0.7 mean |w|; TWN")
+                            + ") in int8 containers with a in a DequantizeLinear; float activations"),
+                 "weight_type": "int8", "activation_type": "float32", **summary,
+                 "note": "research mode: runtimes store and compute these as int8/float; no speed gain"}
+    else:
+        raise ValueError(f"unknown ORT artifact kind {kind!r}")
+    graphs.cache[key] = dest, quant
+    return dest, quant
+
+
+def convert_to_ort(src: Path, out_dir: Path, stem: str, settings, source: str = "",
+                   keep_precision: bool = False, exact_matmul: bool = False,
+                   layout_at_load: bool = False) -> tuple[Path, Path]:
     """Convert one ONNX file; returns (model.ort, model.required_operators.config).
 
     This is what onnxruntime's `convert_onnx_models_to_ort` does, with two differences.
     For amd64 that tool keeps the NCHWc layout transformer, which bakes the *build host's*
     vector width (8 floats for AVX2, 16 for AVX-512) into the file; a profile with
     `portable_layout = true` excludes it, so an x86-64 artifact built on an AVX-512 host
-    still runs on an AVX2 device. And the "fixed" style optimises in two passes (fuse,
+    still runs on an AVX2 device (a block-16 file fails on one: ReorderOutput's channel
+    check; seen under qemu-x86_64 -cpu Haswell). ONNX Runtime never applies the layout to an
+    ORT-format file at load, not even a full build (only the QDQ, Conv+activation and int8
+    NHWC transformers run then), so a portable float .ort runs without NCHWc kernels: on
+    CNNs, measured 1.1-3.0x the plain ONNX file's time (1 thread). A profile whose devices all have
+    one block (`nchwc_block`: 8 for AVX2 without AVX-512F, 16 for AVX-512F) gets the
+    layout, and the plain file's speed, when the build host has that same block (checked).
+    And the "fixed" style optimises in two passes (fuse,
     then re-load and finish), which drops the dead values onnxruntime would otherwise
     serialise; the graph and kernels are the same.
+
+    `keep_precision`: basic optimisations only (one pass). For a float16 graph, the higher
+    levels fold the Casts onnxruntime inserts around ops without float16 kernels into
+    float32 weights (on x86-64: nearly all of them), which would leave a float32 file.
+    `exact_matmul`: no QDQ fusions. onnxruntime fuses DequantizeLinear(int8 weight) → MatMul
+    into MatMulNBits, whose default accuracy level (4) quantises the float (or int16)
+    activations to int8 (measured on a 16x8 graph: 85 dB SQNR as written, 42 dB fused), and
+    whose `weight_prepacked` attribute (1.32) onnxruntime 1.22 rejects: the file would not
+    load on the Raspberry Pi profiles' runtime. For graphs without int8 activations (16x8,
+    binary/ternary weights) those fusions are all the QDQ transformer would do.
     """
     import onnxruntime as ort
-    from onnxruntime.tools.ort_format_model import create_config_from_models
 
     ort_path = out_dir / f"{stem}.ort"
     config_path = out_dir / f"{stem}.required_operators.config"
-    disabled = ["NchwcTransformer"] if settings.target_platform == "arm" or settings.portable_layout else None
+    disabled = _layout_exclusions(settings, source or str(src))
+    disabled = (disabled + (["QDQSelectorActionTransformer"] if exact_matmul else [])) or None
 
     def save(model: Path, out: Path, level, fmt: str) -> None:
         so = ort.SessionOptions()
@@ -90,9 +188,14 @@ def convert_to_ort(src: Path, out_dir: Path, stem: str, settings, source: str = 
         ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"],
                              disabled_optimizers=disabled)
 
+    if layout_at_load and getattr(settings, "layout_at_load", False) and settings.target_platform == "amd64":
+        return _onnx_for_layout_at_load(src, out_dir, stem, save, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                        source)
     try:
         with tempfile.TemporaryDirectory(prefix="edgepack-ort-") as tmp:
-            if settings.optimization_style == "fixed" and Path(src).stat().st_size < _TWO_PASS_MAX_BYTES:
+            if keep_precision:
+                save(Path(src), ort_path, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "ORT")
+            elif settings.optimization_style == "fixed" and Path(src).stat().st_size < _TWO_PASS_MAX_BYTES:
                 # onnxruntime serialises every value its optimisers ever created, including
                 # the outputs of the Q/DQ nodes it fused away (450 of 835 values, 7 % of a
                 # pruned MobileNetV2's int8 file). Fusing first and re-loading the fused
@@ -104,14 +207,82 @@ def convert_to_ort(src: Path, out_dir: Path, stem: str, settings, source: str = 
                 level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if settings.optimization_style == "fixed"
                          else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
                 save(Path(src), ort_path, level, "ORT")
-        with _silenced_logger("ort_format_model"):
-            create_config_from_models([ort_path], config_path, enable_type_reduction=False)
-        # The generator records the absolute (staging) path; keep the file reproducible.
-        config_path.write_text(config_path.read_text().replace(str(ort_path), ort_path.name))
+        _operators_config(ort_path, config_path, ort_path.name)
     except Exception as exc:
         raise ModelError(f"{source or src}: conversion of the {stem} graph to ORT format failed: "
                          f"{one_line(exc)}") from None
     return ort_path, config_path
+
+
+def _onnx_for_layout_at_load(src: Path, out_dir: Path, stem: str, save, level, source: str) -> tuple[Path, Path]:
+    """`layout_at_load`: the float graph as an ONNX file optimised up to the extended level
+    (every fusion, no layout), which a full ONNX Runtime build lays out for its own CPU's
+    NCHWc block when it loads it (it never does for an ORT-format file). Measured on seven
+    CNNs: 0.98-1.05x the plain file's time, against 1.1-2.5x for the portable .ort."""
+
+    path = out_dir / f"{stem}.onnx"
+    config_path = out_dir / f"{stem}.required_operators.config"
+    try:
+        save(Path(src), path, level, "ONNX")
+        with tempfile.TemporaryDirectory(prefix="edgepack-ort-") as tmp:
+            # The config generator reads ORT format only: the same graph, saved as one.
+            twin = Path(tmp) / f"{stem}.ort"
+            save(path, twin, level, "ORT")
+            _operators_config(twin, config_path, path.name)
+    except Exception as exc:
+        raise ModelError(f"{source or src}: optimising the {stem} graph for ONNX Runtime failed: "
+                         f"{one_line(exc)}") from None
+    return path, config_path
+
+
+def _operators_config(ort_file: Path, config_path: Path, name: str) -> None:
+    """The reduced-build operator config of an ORT-format file, naming it `name` (the
+    generator records the absolute staging path; the file stays reproducible)."""
+    from onnxruntime.tools.ort_format_model import create_config_from_models
+
+    with _silenced_logger("ort_format_model"):
+        create_config_from_models([ort_file], config_path, enable_type_reduction=False)
+    config_path.write_text(config_path.read_text().replace(str(ort_file), name))
+
+
+def _layout_exclusions(settings, source: str) -> list[str]:
+    """Optimisers to disable for the profile's layout policy (see `convert_to_ort`)."""
+    if settings.target_platform == "arm":
+        return ["NchwcTransformer"]
+    block = getattr(settings, "nchwc_block", None)
+    if block is not None:
+        host = host_nchwc_block()
+        if host != block:
+            raise ModelError(
+                f"{source}: the target profile asks for ONNX Runtime's NCHWc layout with block {block} "
+                f"(ort.nchwc_block) but this build host lays out with "
+                f"{'no NCHWc block' if host is None else f'block {host}'}; the file would not run on the "
+                f"device. Build on a host of the device's ISA (block 8: AVX2 without AVX-512F; 16: "
+                f"AVX-512F), or unset ort.nchwc_block for a portable artifact")
+        return []
+    return ["NchwcTransformer"] if settings.portable_layout else []
+
+
+@functools.lru_cache(maxsize=1)
+def host_nchwc_block() -> int | None:
+    """The NCHWc block ONNX Runtime's NchwcTransformer uses on this host (MlasNchwcGetBlockSize:
+    8 with AVX2, 16 with AVX-512F), read off a one-Conv probe graph; None without NCHWc (ARM)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((8, 8, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [w])
+    from ..graph import ort_optimized
+
+    opt = ort_optimized(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), "all")
+    inits = {i.name: i for i in opt.graph.initializer}
+    for node in opt.graph.node:
+        if node.domain == "com.microsoft.nchwc" and node.op_type == "Conv" and node.input[1] in inits:
+            return int(inits[node.input[1]].dims[0])  # 8 output channels, padded up to the block
+    return None
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ VARIANTS = {
     "tflite-float16": ("float16", "model.float16.tflite"),
     "tflite-dynamic-int8": ("dynamic-int8", "model.dynamic-int8.tflite"),
     "tflite-int8": ("int8", "model.int8.tflite"),
+    "tflite-int16x8": ("int16x8", "model.int16x8.tflite"),
 }
 
 
@@ -48,10 +49,12 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
                 data = tq.to_float16(float_bytes)
             elif kind == "tflite-dynamic-int8":
                 data = tq.to_dynamic_range_int8(float_bytes)
-            else:
+            else:  # 16x8 takes float I/O (or int16, which no device pipeline feeds)
+                sixteen = kind == "tflite-int16x8"
                 data, float_ops = tq.quantize_full_int8(float_bytes, calibration_feeds(graphs.calibration, io),
-                                                        io_type=settings.io_type, progress=graphs.progress,
-                                                        ranges=graphs.ranges)
+                                                        io_type="float32" if sixteen else settings.io_type,
+                                                        progress=graphs.progress, ranges=graphs.ranges,
+                                                        activations="int16" if sixteen else "int8")
             graphs.cache[vkey] = data, float_ops
         data, float_ops = graphs.cache[vkey]
         path = Path(out_dir) / filename
@@ -64,6 +67,11 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
                      "calibration_samples": len(graphs.calibration),
                      # ops LiteRT's quantiser cannot run in int8, left float (QUANTIZE/DEQUANTIZE around)
                      "float_ops": float_ops}
+        elif precision == "int16x8":
+            quant = {"scheme": "16x8 (LiteRT post-training quantiser: int16 activations, int8 weights, int64 "
+                               "biases; same ranges as the int8 artifact)",
+                     "activation_type": "int16", "weight_type": "int8", "bias_type": "int64", "per_channel": True,
+                     "io_type": "float32", "calibration_samples": len(graphs.calibration), "float_ops": float_ops}
         elif precision == "dynamic-int8":
             quant = {"scheme": "dynamic-range: int8 weights, float activations quantised at run time",
                      "weight_type": "int8", "activation_type": "float32"}
