@@ -75,7 +75,9 @@ def _onnx_weight_bytes(model) -> int:
 
 
 def _ort_graph(path: Path):
-    import onnxruntime.tools.ort_format_model  # noqa: F401  (puts ort_flatbuffers_py on sys.path)
+    from .ort_tools import ort_format_model
+
+    ort_format_model()  # puts ort_flatbuffers_py on sys.path
     import ort_flatbuffers_py.fbs as fbs
 
     buf = bytearray(path.read_bytes())

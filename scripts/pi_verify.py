@@ -158,10 +158,12 @@ def _summary(result: dict, profile: dict, host: str) -> list[str]:
             if not m:
                 lines.append(f"FAIL {tname}/{a['kind']}: {a.get('error', 'not run')}")
                 continue
-            acc = f"top-1 {m['top1']:.2f} %, " if m.get("top1") is not None else ""
+            # the runner writes non-finite numbers as "inf" / "nan" strings (JSON has none); float() reads them
+            acc = f"top-1 {float(m['top1']):.2f} %, " if m.get("top1") is not None else ""
             lat = a.get("latency")
             lat_s = f", p50 {lat['p50_ms']:.3f} ms" if lat else ""
-            lines.append(f"{'PASS' if a['passed'] else 'FAIL'} {tname}/{a['kind']}: {acc}SQNR {m['sqnr_db']:.1f} dB"
+            sqnr = float(m["sqnr_db"])
+            lines.append(f"{'PASS' if a['passed'] else 'FAIL'} {tname}/{a['kind']}: {acc}SQNR {sqnr:.1f} dB"
                          f"{lat_s} ({a['gate_numerics']} numerics, {a['runtime']})")
             if a["gate_numerics"] != "device-exact":
                 not_exact.append(f"{tname}/{a['kind']} ({a['runtime']})")

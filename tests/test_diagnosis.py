@@ -193,7 +193,9 @@ def test_attention_block_with_int64_ids_constant_and_split(tmp_path):
     assert "error" not in result, result.get("error")
     names = {d["name"] for d in result["nodes"]}
     assert names == quantised_node_names(q)
-    assert {"q", "scores", "softmax", "context"} <= names
+    # Q·Kᵀ and the weight MatMuls are quantised; softmax (and softmax·V) stay float in a
+    # transformer (edgepack.stages.transformer), so they are not diagnosed
+    assert {"q", "scores"} <= names and "softmax" not in names
     nodes = by_name(result)
     assert nodes["embed"]["weights_sqnr_db"] is not None  # a DQ'd embedding table gathered by int64 ids
     if "split" in nodes:  # multi-output: measured on the first output

@@ -65,9 +65,41 @@ def detector_build(tmp_path_factory):
     result = build({"name": "detector", "out": str(d / "dist"), "targets": ["x86-64"], "model": {"onnx": str(model)},
                     "data": {"calibration": str(d / "calib.npy"), "evaluation": str(d / "eval.npy")},
                     "verify": {"latency_runs": 2},
+                    # the int8 graph as the profile's settings make it: what the gates must catch
+                    # (tests/test_search.py covers what the accuracy search then does)
+                    "search": {"max_trials": 0},
                     "task": {"name": "detection", "options": {"layout": "boxes_first", "anchors_axis": -2,
                                                                "score_threshold": 0.25}}})
     return result, d
+
+
+def test_the_search_recovers_detections_by_keeping_the_concatenated_head_float(tmp_path):
+    """The same detector with the accuracy search on: the int8 artifact it ships detects
+    again (its boxes-and-scores Concat head kept float, or a later trial), checked here by
+    running the shipped file."""
+    from edgepack.api import build
+
+    model = _detector(tmp_path / "detector.onnx")
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "calib.npy", rng.normal(0, 1, (32, 3, 16, 16)).astype(np.float32))
+    x = rng.normal(0, 1, (16, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "eval.npy", x)
+    result = build({"name": "detector", "out": str(tmp_path / "dist"), "targets": ["x86-64"],
+                    "model": {"onnx": str(model)},
+                    "data": {"calibration": str(tmp_path / "calib.npy"), "evaluation": str(tmp_path / "eval.npy")},
+                    "verify": {"latency_runs": 2},
+                    "task": {"name": "detection", "options": {"layout": "boxes_first", "anchors_axis": -2,
+                                                               "score_threshold": 0.25}}})
+    t = result.manifest.targets["x86-64"]
+    run = t.search.runs[0]
+    assert run.kind == "ort-int8" and t.search.trials[0].passed is False
+    best = t.search.trials[run.chosen]
+    i8 = t.artifact("ort-int8")
+    recall = {g.gate: g for g in i8.metrics.gates}["task:recall"]
+    assert recall.value == pytest.approx(best.metrics["recall"]) and recall.value > t.search.trials[0].metrics["recall"]
+    s = ort_session(result.bundle / i8.path)
+    head = np.concatenate([s.run(None, {"image": x[i:i + 1]})[0] for i in range(len(x))])
+    assert _count_detections(head, 0.25) > 0
 
 
 def test_collapsed_class_scores_fail_the_detection_gate(detector_build):

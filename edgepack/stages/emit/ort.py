@@ -238,7 +238,9 @@ def _onnx_for_layout_at_load(src: Path, out_dir: Path, stem: str, save, level, s
 def _operators_config(ort_file: Path, config_path: Path, name: str) -> None:
     """The reduced-build operator config of an ORT-format file, naming it `name` (the
     generator records the absolute staging path; the file stays reproducible)."""
-    from onnxruntime.tools.ort_format_model import create_config_from_models
+    from ...ort_tools import ort_format_model
+
+    create_config_from_models = ort_format_model().create_config_from_models
 
     with _silenced_logger("ort_format_model"):
         create_config_from_models([ort_file], config_path, enable_type_reduction=False)
