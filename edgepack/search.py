@@ -107,6 +107,8 @@ def run_search(first: dict, first_settings, *, kind: str, moves: list, remedies:
                       0.0)]
     best_i, best_settings, best_short = 0, first_settings, shortfall(first)
     stopped, added = "", []
+    # the other number formats keep their places in the budget: int8 moves get what is left
+    room = budget.max_trials - len(remedies) if budget.max_trials > len(remedies) else budget.max_trials
     plan = [("move", m) for m in moves] + [("remedy", r) for r in remedies]
     seen = {_key(first_settings)}
     last = 0.0
@@ -122,6 +124,8 @@ def run_search(first: dict, first_settings, *, kind: str, moves: list, remedies:
             stopped = f"budget spent: {elapsed:.0f} s of {budget.max_seconds:.0f} s (another trial would exceed it)"
             break
         if step == "move":
+            if len(trials) - 1 >= room:  # leave the remaining trials to the remedies
+                continue
             name, why, fn = item
             made = fn(best_settings)
             if made is None:
