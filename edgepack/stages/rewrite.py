@@ -319,6 +319,9 @@ def _div_const(G: _Graph, dtypes: dict[str, int], new_nodes: dict[int, list[onnx
         v = G.const(n.input[1])
         if v is None or v.dtype != np.float32 or v.size > 4096 or not np.all(np.isfinite(v)) or np.any(v == 0):
             continue
+        user = G.single_user(n.output[0])
+        if user is not None and user.op_type == "Erf":
+            continue  # GELU's x / sqrt(2): ONNX Runtime fuses that pattern (Gelu, BiasGelu) only with the Div
         recip = (1.0 / v.astype(np.float64)).astype(np.float32)
         if not np.all(np.isfinite(recip)):
             continue
