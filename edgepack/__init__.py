@@ -13,6 +13,7 @@ _LAZY = {
     "verify": ("edgepack.api", "verify"),
     "merge": ("edgepack.api", "merge"),
     "inspect": ("edgepack.api", "inspect"),
+    "pack": ("edgepack.api", "pack"),
     "BuildResult": ("edgepack.pipeline", "BuildResult"),
     "VerifyResult": ("edgepack.api", "VerifyResult"),
     "ArtifactInfo": ("edgepack.api", "ArtifactInfo"),

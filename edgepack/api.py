@@ -27,19 +27,31 @@ from .pipeline import BuildResult
 from .progress import Reporter
 from .verification.merge import merge_device_result
 
-__all__ = ["build", "verify", "merge", "inspect", "BuildResult", "VerifyResult", "ArtifactInfo"]
+__all__ = ["build", "verify", "merge", "inspect", "pack", "BuildResult", "VerifyResult", "ArtifactInfo"]
 
 
-def build(config: BuildConfig | dict | str | Path, reporter: Reporter | None = None) -> BuildResult:
+def build(config: BuildConfig | dict | str | Path, reporter: Reporter | None = None, *,
+          sign: str | Path | None = None) -> BuildResult:
     """Build, verify and bundle a release from a config file path, a config dict (paths
-    relative to the current folder) or a `BuildConfig`."""
+    relative to the current folder) or a `BuildConfig`; `sign`: an ed25519 private key file
+    to sign the bundle with (manifest.sig, SHA256SUMS.sig; edgepack.signing)."""
     from .pipeline import build as run_build
 
     if isinstance(config, (str, Path)):
         config = load_config(config)
     elif isinstance(config, dict):
         config = config_from_dict(config, source="config dict")
-    return run_build(config, reporter)
+    key = None
+    if sign is not None:  # refused before the build, not after
+        from .signing import load_private_key
+
+        key = load_private_key(sign)
+    result = run_build(config, reporter)
+    if key is not None:
+        from .signing import sign_bundle
+
+        sign_bundle(result.bundle, key)
+    return result
 
 
 @dataclass
@@ -63,34 +75,113 @@ class VerifyResult:
 
 def verify(bundle: str | Path, *, target: str | None = None, artifacts: list[str] | None = None,
            threads: int | None = None, runs: int = 50, emulate: bool = False, merge: bool = False,
-           reporter: Reporter | None = None) -> VerifyResult:
+           key: str | Path | None = None, reporter: Reporter | None = None) -> VerifyResult:
     """Re-verify a bundle from its own files: on this machine, or (`emulate=True`) every
     target of another CPU architecture (or `target`) in an emulated device userland.
-    `merge=True` folds the result into the bundle's manifest and report."""
+    Size and weight gates are judged on ratios measured from the files (not the manifest's).
+    `key`: an ed25519 public key file; the bundle must be signed with it (VerificationFailed
+    naming the file otherwise). `merge=True` folds the result into the bundle's manifest and report."""
+    from .archive import is_archive
     from .verification.device import verify_bundle
 
     bundle = Path(bundle)
-    if emulate:
-        doc = _verify_emulated(bundle, target, artifacts, reporter or Reporter())
+    if is_archive(bundle):
+        if merge:
+            raise BundleError(f"{bundle}: --merge writes into a bundle folder, not an archive; verify the folder")
+        doc = _verify_archive(bundle, target, artifacts, threads, runs, emulate, reporter or Reporter(), key)
+    elif emulate:
+        _check_key(bundle, key)
+        doc = _measured(bundle, _verify_emulated(bundle, target, artifacts, reporter or Reporter()))
     else:
-        doc = verify_bundle(bundle, target, artifacts=artifacts, threads=threads, runs=runs)
+        _check_key(bundle, key)
+        doc = _unaccounted(bundle, artifacts)  # a forged path, symlink or extra file: exit 1 naming it
+        if doc is None:
+            read_manifest(bundle)  # a malformed manifest is exit 2 naming the field, before anything else is judged
+            doc = _measured(bundle, verify_bundle(bundle, target, artifacts=artifacts, threads=threads, runs=runs))
     result = parse_device_result(doc, "device runner result")
     manifest = _merge_into(bundle, result) if merge else None
     return VerifyResult(result=result, manifest=manifest)
 
 
+def _verify_archive(archive: Path, target, artifacts, threads, runs, emulate: bool, rep: Reporter, key=None) -> dict:
+    """Check every entry of a release archive, extract it into a temporary folder, verify that."""
+    import tempfile
+
+    from .archive import extract
+    from .verification.device import refused_result, verify_bundle
+
+    with tempfile.TemporaryDirectory(prefix="edgepack-verify-") as tmp:
+        got = extract(archive, Path(tmp))
+        if got.problems:
+            return refused_result(archive.name, got.problems, artifacts)
+        _check_key(got.bundle, key)
+        if emulate:
+            return _measured(got.bundle, _verify_emulated(got.bundle, target, artifacts, rep))
+        return _measured(got.bundle, verify_bundle(got.bundle, target, artifacts=artifacts, threads=threads, runs=runs))
+
+
+def _unaccounted(folder: Path, artifacts: list[str] | None) -> dict | None:
+    """A failed result naming what the bundle holds that its manifest does not account for
+    (safepath.bundle_file_problems), or None. Unreadable manifest: BundleError (exit 2)."""
+    from .safepath import bundle_file_problems
+    from .verification.device import read_bundle_manifest, refused_result
+
+    manifest = read_bundle_manifest(folder)
+    problems = bundle_file_problems(folder, manifest)
+    if not problems:
+        return None
+    return refused_result(f"{manifest.get('name')}-{manifest.get('version')}", problems, artifacts)
+
+
+def _check_key(folder: Path, key) -> None:
+    """The bundle's signature and SHA256SUMS against `key` (a public key file), when given."""
+    if key is not None:
+        from .signing import check_signature
+
+        check_signature(folder, key)
+
+
+def _measured(folder: Path, doc: dict) -> dict:
+    """The runner's result with its size verdicts replaced by ones measured from the files."""
+    from .verification.device import read_bundle_manifest
+    from .verification.sizes import regate_sizes
+
+    if not doc.get("targets"):
+        return doc
+    return regate_sizes(folder, read_bundle_manifest(folder), doc)
+
+
+def pack(bundle: str | Path, out: str | Path | None = None) -> tuple[Path, str]:
+    """Write a reproducible `.tar.gz` of a bundle (default: beside it, `<name>-<version>.tar.gz`)
+    and `FILE.sha256` beside that; returns (archive path, sha256)."""
+    from .archive import pack as run_pack
+
+    return run_pack(bundle, out)
+
+
 def merge(bundle: str | Path, result: str | Path | dict | DeviceResult) -> Manifest:
     """Fold a device runner's result (a JSON file, its parsed dict, or a `DeviceResult`)
     into the bundle's manifest.json and report.md; returns the new manifest."""
+    source = "device result"
     if isinstance(result, (str, Path)):
+        source = str(result)
         result = read_device_result(result)
     elif isinstance(result, dict):
-        result = parse_device_result(result, "device result")
-    return _merge_into(Path(bundle), result)
+        result = parse_device_result(result, source)
+    return _merge_into(Path(bundle), result, source)
 
 
-def _merge_into(bundle: Path, result: DeviceResult) -> Manifest:
-    manifest = merge_device_result(read_manifest(bundle), result,
+def _merge_into(bundle: Path, result: DeviceResult, source: str = "device runner result") -> Manifest:
+    """Refuses (VerificationFailed, exit 1) a result that does not say what produced it or
+    whose checksums are not the bundle's (verification.merge.provenance_problem)."""
+    from .errors import VerificationFailed
+    from .verification.merge import provenance_problem
+
+    current = read_manifest(bundle)
+    why = provenance_problem(current, result)
+    if why:
+        raise VerificationFailed(f"{source}: refused: {why}")
+    manifest = merge_device_result(current, result,
                                    merged_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     write_manifest(manifest, bundle)
     return manifest

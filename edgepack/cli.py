@@ -1,7 +1,9 @@
 """The `edgepack` command: a thin shell over the Python API; each verb is one API call.
 
 Exit codes: 0 success / all gates passed, 1 a gate or verification failed (the bundle is
-still written and marked failed), 2 bad input or usage.
+still written and marked failed), 2 bad input or usage, 130 interrupted (Ctrl-C). Whatever
+goes wrong is one line on stderr; `--debug` (anywhere on the command line) adds the traceback
+of an unexpected error and lets third-party log output and warnings through.
 """
 
 from __future__ import annotations
@@ -60,9 +62,28 @@ def _progress() -> Progress:
 
 def _fail(exc: EdgepackError) -> None:
     # Plain write: messages contain "[model]"-style names that rich would read as markup,
-    # and must stay one line whatever the terminal width.
-    sys.stderr.write(f"error: {exc}\n")
-    raise typer.Exit(2)
+    # and must stay one line whatever the terminal width. A refusal of what was verified
+    # (a signature, a device result) is exit 1; anything else the user can fix is exit 2.
+    code = getattr(exc, "exit_code", 2)
+    sys.stderr.write(f"{'failed' if code == 1 else 'error'}: {' '.join(str(exc).split())}\n")
+    raise typer.Exit(code)
+
+
+_DEBUG = {"on": False}
+
+
+def _set_debug(on: bool) -> None:
+    """Quiet third-party logs and warnings (the one-line errors say what matters) unless `on`."""
+    import logging
+    import warnings
+
+    _DEBUG["on"] = on
+    if on:
+        logging.disable(logging.NOTSET)
+        warnings.resetwarnings()
+    else:
+        logging.disable(logging.WARNING)
+        warnings.simplefilter("ignore")
 
 
 def _print_version(value: bool) -> None:
@@ -77,8 +98,11 @@ def _print_version(value: bool) -> None:
 def _main(
     show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                                help="Print edgepack's version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error, and "
+                                                        "third-party log output and warnings.")] = False,
 ) -> None:
-    pass
+    if debug:
+        _set_debug(True)
 
 
 # `edgepack build`: every mistake is one `error:` line (exit 2) naming the flag, and all
@@ -124,7 +148,9 @@ def _parse_shape(text: str) -> tuple[list[int] | None, str | None]:
     try:
         shape = [int(p.strip()) for p in parts]
     except ValueError:
-        return None, f"{text!r} is not a list of integers such as 1,3,224,224 or 1x3x224x224"
+        i, bad = next((i, p) for i, p in enumerate(parts, 1) if not p.strip().lstrip("+-").isdigit())
+        return None, (f"{text!r} is not a list of integers such as 1,3,224,224 or 1x3x224x224 "
+                      f"(dimension {i}, {bad.strip()!r}, is not an integer)")
     if any(d <= 0 for d in shape):
         return None, f"{text!r}: dimensions must be positive integers"
     return shape, None
@@ -205,8 +231,13 @@ _COMPRESS, _VERIFY = "Compression (torch only)", "Verification"
 def build(
     config: Annotated[Path | None, typer.Argument(help="edgepack.toml; omit to use the flags below")] = None,
     onnx_model: Annotated[Path | None, _opt("--onnx", panel=_MODEL, help="ONNX model file")] = None,
-    torch_model: Annotated[str | None, _opt("--torch", panel=_MODEL, help="path/to/file.py:factory")] = None,
-    pt2_model: Annotated[Path | None, _opt("--pt2", panel=_MODEL, help="torch.export .pt2 file")] = None,
+    torch_model: Annotated[str | None, _opt("--torch", panel=_MODEL, help="path/to/file.py:factory (runs that "
+                                            "file's code: only for code you trust)")] = None,
+    pt2_model: Annotated[Path | None, _opt("--pt2", panel=_MODEL, help="torch.export .pt2 file (one with pickled "
+                                           "parts needs --trust-source)")] = None,
+    trust_source: Annotated[bool, _opt("--trust-source", panel=_MODEL,
+                                       help="load a .pt2 even if it holds pickled parts: unpickling runs code, "
+                                            "so only for files you trust")] = False,
     input_shape: Annotated[list[str] | None, _opt("--input-shape", panel=_MODEL, metavar="[NAME=]DIMS",
                                                   help="static input shape, e.g. 1,3,224,224; per input of a "
                                                        "multi-input model: input_ids=1,64 (repeat the flag)")] = None,
@@ -225,6 +256,12 @@ def build(
     name: Annotated[str | None, _opt("--name", panel=_OUT, help="release name (default: model file stem)")] = None,
     version: Annotated[str | None, _opt("--version", panel=_OUT, help="release version (default: 0.1.0)")] = None,
     json_out: Annotated[bool, _opt("--json", panel=_OUT, help="print the manifest as JSON on stdout")] = False,
+    sign: Annotated[Path | None, _opt("--sign", panel=_OUT, metavar="KEY",
+                                      help="sign the bundle with this ed25519 private key (PEM or 32 raw bytes; "
+                                           "`edgepack keygen` makes one): writes manifest.sig and SHA256SUMS.sig")
+                    ] = None,
+    archive: Annotated[bool, _opt("--archive", panel=_OUT, help="also write <name>-<version>.tar.gz (reproducible) "
+                                                               "and its .sha256 beside the bundle")] = False,
     calibration_method: Annotated[str | None, _opt("--calibration-method", panel=_QUANT, metavar="METHOD",
                                                    help=_choices(CALIBRATION_METHODS, "the target's"))] = None,
     tflite_io: Annotated[str | None, _opt("--tflite-io", panel=_TFL, metavar="TYPE", help="full-int8 model I/O: "
@@ -282,6 +319,8 @@ def build(
             cfg = load_config(config)
             if emulate:
                 cfg = cfg.model_copy(update={"verify": cfg.verify.model_copy(update={"emulate": True})})
+            if trust_source:
+                cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"trust_source": True})})
         else:
             sources = {k: str(v) for k, v in {"onnx": onnx_model, "torch": torch_model, "pt2": pt2_model}.items()
                        if v is not None}
@@ -293,7 +332,7 @@ def build(
                 "name": name or stem,
                 "version": version,
                 "out": None if out_dir is None else str(out_dir),
-                "model": {**sources, **model_inputs},
+                "model": {**sources, **model_inputs, "trust_source": trust_source or None},
                 "data": {"calibration": calib, "evaluation": eval_data, "calibration_samples": calibration_samples},
                 "targets": None if targets is None else [t.strip() for t in targets.split(",") if t.strip()],
                 "quantization": {"calibration_method": calibration_method},
@@ -306,14 +345,27 @@ def build(
             })
             cfg = config_from_dict(data, source="command line", style="flags", problems=problems)
         preflight(cfg)  # before the pipeline (and onnx, onnxruntime) is even imported
+        key = None
+        if sign is not None:  # a bad key is refused now, not after the build
+            from .signing import load_private_key, sign_bundle
+
+            key = load_private_key(sign)
         from .pipeline import build as run_build
 
         # Progress bars are for people at a terminal; logs and pipes get none.
         with _progress() as progress:
-            result = run_build(cfg, _RichReporter(progress, err))
+            try:
+                result = run_build(cfg, _RichReporter(progress, err))
+            except SystemExit as exc:  # user code (a factory, a data entry point) that was not caught where it ran
+                raise EdgepackError(f"user code called sys.exit({exc.code!r}) during the build; no bundle was "
+                                    "written") from None
+        if key is not None:
+            sign_bundle(result.bundle, key)
     except EdgepackError as exc:
         _fail(exc)
     _print_build(result, json_out)
+    if archive:
+        _pack_after_build(result.bundle, json_out)
     raise typer.Exit(result.exit_code)
 
 
@@ -382,9 +434,35 @@ def _print_summary(m) -> None:
     out.print("★ default: the fastest artifact that passes its gates (report.md says why)", highlight=False)
 
 
+def _pack_after_build(bundle: Path, json_out: bool) -> None:
+    from .api import pack as run_pack
+
+    try:
+        path, digest = run_pack(bundle)
+    except EdgepackError as exc:
+        _fail(exc)
+    line = f"archive: {path} (sha256 {digest}, also in {path.name}.sha256)\n"
+    (sys.stderr if json_out else sys.stdout).write(line)
+
+
+@app.command()
+def pack(bundle: Path = typer.Argument(..., help="a dist/<name>-<version> folder"),
+         out_file: Optional[Path] = typer.Option(None, "--out", help="the archive to write (default: "
+                                                                      "<name>-<version>.tar.gz beside the bundle)")):
+    """Write a reproducible .tar.gz of a bundle and FILE.sha256 beside it (verify it with `edgepack verify FILE`)."""
+    from .api import pack as run_pack
+
+    try:
+        path, digest = run_pack(bundle, out_file)
+    except EdgepackError as exc:
+        _fail(exc)
+    out.print(f"archive: {path}", highlight=False, soft_wrap=True)
+    out.print(f"sha256: {digest}  ({path.name}.sha256)", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def verify(
-    bundle: Path = typer.Argument(..., help="a dist/<name>-<version> folder"),
+    bundle: Path = typer.Argument(..., help="a dist/<name>-<version> folder, or a .tar.gz made by `edgepack pack`"),
     target: Optional[str] = typer.Option(None, "--target", help="only this target"),
     artifacts: Optional[str] = typer.Option(None, "--artifacts",
                                             help="only these artifact kinds, comma-separated "
@@ -394,8 +472,11 @@ def verify(
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the result JSON here"),
     emulate: bool = typer.Option(False, "--emulate", help="run ARM targets in an emulated device userland (qemu-user)"),
     merge: bool = typer.Option(False, "--merge", help="write the result into the bundle's manifest and report"),
+    key: Optional[Path] = typer.Option(None, "--key", metavar="PUB",
+                                       help="refuse the bundle unless it is signed by this ed25519 public key and "
+                                            "its files match the signed SHA256SUMS"),
 ):
-    """Re-verify a bundle from its own files (checksums, golden I/O, bundled eval data)."""
+    """Re-verify a bundle from its own files: checksums, golden I/O, bundled eval data, sizes measured."""
     from .api import verify as run_verify
     from .errors import BundleError
     from .manifest.jsonio import dumps
@@ -404,7 +485,7 @@ def verify(
     try:
         with _progress() as progress:
             checked = run_verify(bundle, target=target, artifacts=kinds, threads=threads, runs=runs, emulate=emulate,
-                                 merge=merge, reporter=_RichReporter(progress, err))
+                                 merge=merge, key=key, reporter=_RichReporter(progress, err))
         if json_path:
             try:
                 json_path.write_text(dumps(checked.result.model_dump(mode="json", by_alias=True)), encoding="utf-8")
@@ -435,6 +516,10 @@ def _print_device_result(result) -> None:
                     f"SQNR {m.sqnr_db:.1f} dB ({label} numerics, {a.runtime})"
                 if a.golden_ok is False:
                     detail += "; golden outputs differ from the float reference"
+                failed = [f"{g.gate} ({g.metric} = {g.value if g.value is None else f'{g.value:.4g}'}, "
+                          f"threshold {g.threshold})" for g in a.gates or [] if g.passed is False]
+                if failed:
+                    detail += f"; failed gates: {', '.join(failed)}"
             if a.passed:
                 out.print(f"PASS {tname}/{a.kind} {detail}", highlight=False, soft_wrap=True)
             else:
@@ -448,14 +533,49 @@ def merge(bundle: Path = typer.Argument(..., help="a dist/<name>-<version> folde
     """Merge a device runner's result (e.g. from a real Raspberry Pi) into the bundle's report."""
     from .api import merge as run_merge
 
+    signed = any((bundle / s).is_file() for s in ("manifest.sig", "SHA256SUMS.sig"))
     try:
         manifest = run_merge(bundle, result)
     except EdgepackError as exc:
         _fail(exc)
-    out.print(f"merged into {bundle}/manifest.json and report.md: {manifest.status}", highlight=False)
+    out.print(f"merged into {bundle}/manifest.json and report.md: {manifest.status} (unsigned device result)"
+              + ("; the bundle's signature no longer applies and was removed: sign it again with "
+                 "`edgepack sign BUNDLE KEY`" if signed else ""), highlight=False, soft_wrap=True)
     for f in manifest.failures:
         sys.stderr.write(f"failed: {f.text()}\n")
     raise typer.Exit(0 if manifest.gates_passed else 1)
+
+
+@app.command()
+def keygen(key_file: Path = typer.Argument(..., metavar="OUT",
+                                           help="the private key file to write; the public key goes to OUT.pub")):
+    """Write a new ed25519 key pair for signing bundles (build --sign OUT, verify --key OUT.pub)."""
+    from .signing import keygen as make_keys
+
+    try:
+        private, public = make_keys(key_file)
+    except EdgepackError as exc:
+        _fail(exc)
+    out.print(f"private key: {private} (keep it secret; sign with `edgepack build --sign {private}`)", highlight=False,
+              soft_wrap=True)
+    out.print(f"public key: {public} (give it out; check with `edgepack verify BUNDLE --key {public}`)",
+              highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sign(bundle: Path = typer.Argument(..., help="a dist/<name>-<version> folder"),
+         key_file: Path = typer.Argument(..., metavar="KEY", help="an ed25519 private key (PEM or 32 raw bytes)")):
+    """(Re-)sign a bundle: SHA256SUMS, manifest.sig and SHA256SUMS.sig (e.g. after a merge)."""
+    from .signing import sign_bundle
+
+    try:
+        from .manifest.files import read_manifest
+
+        read_manifest(bundle)  # an edgepack bundle, with a valid manifest
+        written = sign_bundle(bundle, key_file)
+    except EdgepackError as exc:
+        _fail(exc)
+    out.print(f"signed: {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
 
 
 @app.command("targets")
@@ -527,11 +647,41 @@ def inspect(artifact: Path = typer.Argument(..., help="an .onnx, .ort or .tflite
 
 
 def main() -> None:
+    """The console script: `--debug` is taken from anywhere on the command line; an unexpected
+    error is one line (exit 2), Ctrl-C one line (exit 130)."""
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "--debug"]
+    _set_debug(debug)
     try:
         app()
     except KeyboardInterrupt:
-        err.print("interrupted")
+        sys.stderr.write("interrupted (Ctrl-C)\n")
         sys.exit(130)
+    except SystemExit as exc:  # typer turns Ctrl-C in a command into a silent exit 130
+        if exc.code == 130 and _from_ctrl_c(exc):
+            sys.stderr.write("interrupted (Ctrl-C)\n")
+        raise
+    except Exception as exc:  # noqa: BLE001 - the top-level handler: one line, exit 2
+        if _DEBUG["on"]:
+            import traceback
+
+            traceback.print_exc()
+        from .errors import one_line
+
+        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {one_line(exc)} "
+                         "(run with --debug for the traceback)\n")
+        sys.exit(2)
+
+
+def _from_ctrl_c(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 if __name__ == "__main__":

@@ -117,6 +117,9 @@ class ModelSection(_Strict):
         None, description="per input, in the model's input order: shape, dtype, layout (multi-input models)")
     opset: int = Field(18, ge=17)
     input_layout: Literal["NCHW", "NHWC", "NC", "other"] = "NCHW"
+    trust_source: bool = Field(
+        False, description="load a .pt2 whose archive holds pickled parts (unpickling runs code; only for files "
+                           "you trust); a torch factory (file.py:factory) always runs its code")
 
     def shape_overrides(self) -> tuple[int, ...] | dict[str, tuple[int, ...]] | None:
         """What fixes the graph's input shapes: one shape (single input) or shapes by input name."""
@@ -457,8 +460,9 @@ class BuildConfig(_Strict):
     @field_validator("name", "version")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError(f"{v!r} must be letters, digits, '.', '_' or '-' (it becomes a folder name)")
+        if not _NAME_RE.fullmatch(v) or len(v) > 100:
+            raise ValueError(f"{v!r} must be letters, digits, '.', '_' or '-', at most 100 characters "
+                             "(it becomes a folder name)")
         return v
 
     @field_validator("compress")
@@ -597,9 +601,11 @@ def _resolve_paths(data: dict, base: Path) -> dict:
 def load_config(path: Path | str) -> BuildConfig:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (expected a TOML config such as edgepack.toml)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
     try:

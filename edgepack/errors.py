@@ -7,6 +7,8 @@ Every message names the file, field or node concerned and what was expected.
 class EdgepackError(Exception):
     """Base class for input and usage errors (exit code 2)."""
 
+    exit_code = 2
+
 
 class ConfigError(EdgepackError):
     """A config file or CLI option is malformed or names something that does not exist."""
@@ -26,6 +28,32 @@ class UnsupportedOperatorError(ModelError):
 
 class BundleError(EdgepackError):
     """A release bundle is missing files or its manifest is malformed."""
+
+
+class OutputError(EdgepackError):
+    """The output folder cannot take the bundle: it holds something that is not an edgepack
+    bundle, another build is writing it, or it cannot be written (read-only, full, a file)."""
+
+
+class VerificationFailed(EdgepackError):
+    """A bundle or device result that can be read but does not hold: a signature that does
+    not match, a device result whose checksums are not the bundle's (exit code 1)."""
+
+    exit_code = 1
+
+
+# What user code (a model factory, a data entry point, a custom metric) may raise that
+# edgepack reports as one line naming the file and function, instead of exiting with it.
+USER_CODE_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+
+
+def what_raised(exc: BaseException) -> str:
+    """User code's exception on one line: `ValueError: bad value`, `SystemExit: sys.exit(0)`,
+    `KeyboardInterrupt`."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: sys.exit({'' if exc.code is None else repr(exc.code)})"
+    text = one_line(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def one_line(exc: BaseException, limit: int = 400) -> str:

@@ -27,8 +27,8 @@ from .manifest.jsonio import file_entry, source_sha256
 from .manifest.models import Failure, Manifest, TargetEntry
 from .preflight import preflight
 from .progress import Reporter
-from .stages.bundle import Staging, write_reference_data
-from .stages.data import Dataset, load_dataset
+from .stages.bundle import Staging, created_utc, write_reference_data
+from .stages.data import Dataset, check_class_labels, load_dataset
 from .stages.emit import GraphSet, emit_kinds, not_produced
 from .stages.graph import (
     TensorSpec,
@@ -80,9 +80,11 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
     # a custom metric's file is imported (its code runs) before any slow stage: a missing one fails now
     task = config.task.build(config.base_dir, config.words) if config.task else None
     final = Path(config.out).resolve() / f"{config.name}-{config.version}"
+    built = created_utc()  # SOURCE_DATE_EPOCH when set (a malformed one fails now)
 
-    with Staging(final) as staging, tempfile.TemporaryDirectory(prefix="edgepack-") as tmp:
-        root, tmp = staging.path, Path(tmp)
+    # staging.tmp: the build's scratch folder, beside the output (found and cleaned after a kill)
+    with Staging(final) as staging:
+        root, tmp = staging.path, staging.tmp
         with rep.stage("loading the model"):
             from .stages.load import load_model
 
@@ -105,6 +107,7 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
 
         with rep.stage(f"float baseline ({n_eval} samples)"):
             base = baseline_outputs(float_path, evalset.calls, evalset.y, task)
+            check_class_labels(evalset, base.outputs[0], base.output_names[0], task)  # labels past the classes
             if task is not None:  # a custom metric runs once on float vs float: its names and directions
                 task.prepare(stacked(base.outputs, n_calls(evalset.calls)), evalset.y)
             golden, reference_data = write_reference_data(root, evalset, base.outputs, config.verify.golden_samples)
@@ -127,10 +130,10 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
             name=config.name,
             version=config.version,
             status="passed",
-            created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            created_utc=built,
             config_hash=config.config_hash(),
             config=config.portable_dump(),
-            tools=tool_versions(["numpy", "onnx", "onnxruntime", "ai-edge-litert"]
+            tools=tool_versions(["numpy", "onnx", "onnxruntime", "ai-edge-litert", "flatbuffers"]
                                 + (["torch", "onnxscript"] if loaded.kind == "torch" else [])),
             host=host_info(),
             source={"kind": _source_kind(config), "path": config.portable_path(_source(config)),

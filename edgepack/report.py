@@ -78,7 +78,8 @@ def render_report(manifest) -> str:
         lines += ["", "## Device runs", ""]
         for d in m.device_results:
             lines.append(f"- {d.merged_utc}: {d.where} — {'passed' if d.passed else 'FAILED'}"
-                         + (", device-exact numerics" if d.device_exact else ", numbers not device-exact"))
+                         + (", device-exact numerics" if d.device_exact else ", numbers not device-exact")
+                         + ("" if d.signed else " (unsigned device result)"))
             lines += [f"  - {p.where}: {p.reason}" for p in d.problems]
     if m.failures:
         lines += ["", "## Failures", ""] + [f"- {f.text()}" for f in m.failures]

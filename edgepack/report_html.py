@@ -204,6 +204,7 @@ def render_html(manifest) -> str:
             body.append(f"<li>{_e(d.merged_utc)}: {_e(d.where)} — "
                         + ("passed" if d.passed else "<span class='fail'>FAILED</span>")
                         + (", device-exact numerics" if d.device_exact else ", numbers not device-exact")
+                        + ("" if d.signed else " <span class='sub'>(unsigned device result)</span>")
                         + "".join(f"<br><span class='sub'>{_e(p.where)}: {_e(p.reason)}</span>" for p in d.problems)
                         + "</li>")
         body.append("</ul>")

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .safepath import component_problem
 from .wording import ProblemWords, unknown_name
 
 ArtifactKind = Literal[
@@ -118,6 +119,15 @@ class TargetProfile(_Strict):
     required_artifacts: tuple[ArtifactKind, ...] | None = Field(
         None, description="artifacts the release cannot do without (default: every listed artifact); one that "
                           "cannot be produced then fails the build (exit 1, bundle written and marked failed)")
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, v: str) -> str:
+        why = component_problem(v)
+        if why:  # the target's artifacts go in <bundle>/<name>/
+            raise ValueError(f"{v!r} {why}; it names the target's folder in the bundle, so it must be one "
+                             "file name (letters, digits, '.', '_', '-')")
+        return v
 
     @property
     def has_int8_dot_product(self) -> bool:

@@ -74,7 +74,7 @@ def test_manifest_checksums_match_files(built):
 def test_every_bundle_file_is_checksummed(built):
     listed = {e["path"] for e in file_entries(built.manifest)}
     on_disk = {p.relative_to(built.bundle).as_posix() for p in built.bundle.rglob("*") if p.is_file()}
-    assert on_disk - listed == {"manifest.json", "report.md", "report.html"}
+    assert on_disk - listed == {"manifest.json", "report.md", "report.html", "SHA256SUMS"}  # SHA256SUMS: all of them
 
 
 def test_int8_quantisation_settings_per_target(built):

@@ -199,8 +199,8 @@ def test_report_lists_every_failure_and_gate_direction(unseen_bundle):
 def test_staging_commits_only_complete_bundles(tmp_path):
     final = tmp_path / "out" / "model-1.0"
     with Staging(final) as st:
-        (st.path / "manifest.json").write_text("{}")
-        assert not final.exists() and st.path.name == ".model-1.0.partial"
+        (st.path / "manifest.json").write_text('{"schema": "edgepack.manifest/2", "name": "model", "version": "1.0"}')
+        assert not final.exists() and st.path.parent.name.startswith(".model-1.0.staging-")
         st.commit()
     assert (final / "manifest.json").is_file() and not st.path.exists()
 

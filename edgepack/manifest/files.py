@@ -35,15 +35,24 @@ def read_manifest(bundle: Path | str) -> Manifest:
 
 
 def write_manifest(manifest: Manifest, bundle: Path) -> Path:
-    """manifest.json and the report.md and report.html rendered from it."""
+    """manifest.json and the report.md and report.html rendered from it. Sets the
+    manifest's `reproducible_sha256` to the digest of what is written."""
     from ..report import render_report
     from ..report_html import render_html
+    from .reproducible import reproducible_digest
 
     bundle = Path(bundle)
     path = bundle / "manifest.json"
+    manifest.reproducible_sha256 = reproducible_digest(manifest.to_json())
     path.write_text(dumps(manifest.to_json()), encoding="utf-8")
     (bundle / "report.md").write_text(render_report(manifest), encoding="utf-8")
     (bundle / "report.html").write_text(render_html(manifest), encoding="utf-8")
+    # every file, for `sha256sum -c SHA256SUMS`; signatures over an older manifest no longer
+    # hold, so they go (`edgepack sign` signs again); see edgepack.signing
+    from ..signing import remove_signatures, write_sums
+
+    remove_signatures(bundle)
+    write_sums(bundle)
     return path
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from ..safepath import relative_path_problem
 from ..targets import TargetProfile
 from .jsonio import DEVICE_RESULT_SCHEMA, MANIFEST_SCHEMA, NON_FINITE
 
@@ -39,13 +40,14 @@ Num = Annotated[
     WithJsonSchema({"anyOf": [{"type": "number"}, {"enum": list(NON_FINITE)}]}),
 ]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-BUNDLE_PATH_PATTERN = r"^(?!/)(?!.*(^|/)\.\.(/|$))[^\\\x00:]+$"
+# relative, posix; no empty, '.' or '..' part, backslash, colon (drive letters) or control character
+BUNDLE_PATH_PATTERN = r"^(?!/)(?!.*//)(?!.*/$)(?!(.*/)?\.\.?(/|$))[^\\:\x00-\x1f\x7f]+$"
 
 
 def _inside_bundle(v: str) -> str:
-    parts = v.split("/")
-    if not v or v.startswith("/") or ".." in parts or "\\" in v or "\x00" in v or ":" in v:
-        raise ValueError(f"{v!r} is not a relative path inside the bundle")
+    why = relative_path_problem(v)
+    if why:
+        raise ValueError(f"{v!r} is not a relative path inside the bundle: it {why}")
     return v
 
 
@@ -367,6 +369,8 @@ class DeviceRecord(_Model):
     problems: list[Problem] = []
     device_exact: bool
     passed: bool
+    signed: bool = Field(False, description="whether the device result carried a signature that was checked; "
+                                            "reports label unsigned device results as such")
 
 
 class HostInfo(_Model):
@@ -439,7 +443,11 @@ class Manifest(_Model):
     name: str
     version: str
     status: Literal["passed", "failed"]
-    created_utc: str
+    created_utc: str = Field(description="when it was built: SOURCE_DATE_EPOCH when set, else the build's time")
+    reproducible_sha256: Sha256 | None = Field(
+        None, description="sha256 of the canonical JSON of this manifest without its non-reproducible fields "
+                          "(edgepack.manifest.reproducible: times, host, latency); the same for two builds of the "
+                          "same inputs and tool versions")
     config_hash: Sha256 = Field(description="sha256 of the config with paths relative to its folder")
     config: dict[str, Any] = Field(description="the build config, paths relative to its folder")
     tools: dict[str, str | None]
@@ -545,3 +553,6 @@ class DeviceResult(_Model):
     targets: dict[str, DeviceTargetResult]
     problems: list[Problem]
     passed: bool
+    checksums: dict[BundlePath, Sha256] | None = Field(
+        None, description="sha256 of every bundle file the runner checked, by path (merge refuses a result whose "
+                          "checksums are not the bundle's, or that has none)")

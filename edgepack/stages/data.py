@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import USER_CODE_ERRORS, DataError, what_raised
 from .graph import TensorSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -183,8 +183,8 @@ def _from_entry_point(module_spec, func_name, inputs, x_key, y_key, role):
             module = importlib.import_module(module_spec)
     except DataError:
         raise
-    except Exception as exc:
-        raise DataError(f"{where}: importing it failed ({type(exc).__name__}: {exc})") from None
+    except USER_CODE_ERRORS as exc:  # sys.exit() or Ctrl-C in user code is reported, not obeyed
+        raise DataError(f"{where}: importing it failed ({what_raised(exc)})") from None
     fn = getattr(module, func_name, None)
     if not callable(fn):
         raise DataError(f"{where}: no callable named '{func_name}'")
@@ -206,8 +206,8 @@ def _from_entry_point(module_spec, func_name, inputs, x_key, y_key, role):
             ys.append(None if by is None else np.asarray(by))
     except DataError:
         raise
-    except Exception as exc:
-        raise DataError(f"{where}: iterating its batches failed ({type(exc).__name__}: {exc})") from None
+    except USER_CODE_ERRORS as exc:
+        raise DataError(f"{where}: iterating its batches failed ({what_raised(exc)})") from None
     if not ys:
         raise DataError(f"{role} data {where} yielded no batches; expected at least one sample")
     if any(y is None for y in ys) and any(y is not None for y in ys):
@@ -330,6 +330,22 @@ def _task_labels(y, n: int, rows: int, spec: str, role: str) -> np.ndarray:
         raise DataError(f"{role} data {spec}: labels have shape {list(y.shape)} and dtype {y.dtype}; expected "
                         f"numbers with one row per sample ({rows})")
     return y[:n]
+
+
+def check_class_labels(data: Dataset, output: np.ndarray, output_name: str, task=None) -> None:
+    """DataError when class-index labels cannot index the model's first output (`output`: the
+    float baseline's, all calls concatenated): a label past the last class scores 0 % for every
+    artifact, float included, which would otherwise read as a passed build. One score per
+    sample is a binary decision: labels 0 or 1."""
+    if data.y is None or (task is not None and task.name != "classification") or not len(output):
+        return
+    classes = output.reshape(len(output), -1).shape[1]
+    top = 1 if classes == 1 else classes - 1
+    bad = int((data.y > top).sum())
+    if bad:
+        raise DataError(f"evaluation data {data.source}: {bad} of {len(data.y)} labels are outside the model's classes "
+                        f"(largest label {int(data.y.max())}; output '{output_name}' has {classes} score"
+                        f"{'s' if classes > 1 else ''} per sample, so labels must be 0..{top})")
 
 
 def _labels(y, n: int, rows: int, spec: str, role: str) -> np.ndarray:

@@ -165,6 +165,7 @@ def _at_least_opset(model: onnx.ModelProto, source: str, opset: int) -> onnx.Mod
 
 def clean_float_graph(model: onnx.ModelProto, source: str, input_shape=None) -> onnx.ModelProto:
     """Static shapes, shape inference, constant folding, BN folding, checker."""
+    refuse_non_finite_weights(model, source)
     fix_input_shapes(model, source, input_shape)
     model = _at_least_opset(model, source, MIN_OPSET)
     try:
@@ -183,6 +184,34 @@ def clean_float_graph(model: onnx.ModelProto, source: str, input_shape=None) -> 
     # An output may stay dynamic with static inputs: an If on an input's value (a sample rate)
     # whose branches differ. `pin_output_shapes` fixes it from a real run on the data.
     return name_nodes(model)
+
+
+# Operators whose weights (and BatchNorm statistics) must be finite: ±inf elsewhere may be
+# meant (an attention mask's fill value), NaN never is.
+_WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization", "PRelu")
+
+
+def refuse_non_finite_weights(model: onnx.ModelProto, source: str) -> None:
+    """ModelError naming the first initializer holding NaN (or ±inf in a weight, bias or
+    normalisation input): such a model cannot be quantised or verified, and the quantiser's
+    own refusal ("scale issue") would not say why."""
+    from onnx import numpy_helper
+
+    weighted = {name for n in model.graph.node if n.op_type in _WEIGHTED_OPS for name in n.input}
+    for init in model.graph.initializer:
+        if helper.tensor_dtype_to_np_dtype(init.data_type).kind != "f":
+            continue
+        try:
+            values = numpy_helper.to_array(init)
+        except Exception:  # noqa: BLE001 - external data the loader could not read is refused elsewhere
+            continue
+        nan = int(np.isnan(values).sum())
+        inf = int(np.isinf(values).sum()) if init.name in weighted else 0
+        if nan or inf:
+            what = " and ".join(w for w in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if w)
+            raise ModelError(f"{source}: weight tensor '{init.name}' holds {what} value(s) of {values.size}; "
+                             "a model with non-finite weights cannot be quantised or verified (check its training "
+                             "or export)")
 
 
 def dynamic_outputs(model: onnx.ModelProto) -> list[str]:

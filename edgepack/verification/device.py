@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import BundleError, EdgepackError
 from ..manifest.jsonio import DEVICE_RESULT_SCHEMA, MANIFEST_SCHEMA, SchemaMismatch, dumps, read_json, sha256_file
+from ..safepath import bundle_file_problems, inside, relative_path_problem
 from .calls import load_calls
 from .gates import all_passed, evaluate_gates
 from .hostinfo import host_info, usable_cores
@@ -53,14 +54,23 @@ def read_bundle_manifest(root: Path) -> dict:
         raise BundleError(str(exc)) from None
 
 
-def _file_problem(root: Path, entry: dict | None) -> str | None:
-    """Why a manifest file entry does not match the file on disk, or None."""
+def _file_problem(root: Path, entry: dict | None, seen: dict | None = None) -> str | None:
+    """Why a manifest file entry does not match the file on disk, or None. `seen` collects
+    the sha256 of each file checked (the result's `checksums`, which merge compares)."""
     if not entry:
         return None
+    why = relative_path_problem(entry["path"])
+    if why:  # never open what a forged manifest names outside the bundle (/etc/passwd, ../x)
+        return f"{entry['path']}: manifest entry {why}, not a relative path inside the bundle"
     path = root / entry["path"]
+    if path.is_symlink() or not inside(root, path):
+        return f"{entry['path']}: is a symbolic link or resolves outside the bundle"
     if not path.is_file():
         return f"{entry['path']}: missing"
-    if path.stat().st_size != entry["size_bytes"] or sha256_file(path) != entry["sha256"]:
+    digest = sha256_file(path)
+    if seen is not None:
+        seen[entry["path"]] = digest
+    if path.stat().st_size != entry["size_bytes"] or digest != entry["sha256"]:
         return f"{entry['path']}: checksum mismatch (sha256 differs from manifest)"
     return None
 
@@ -81,9 +91,29 @@ def verify_bundle(bundle: Path | str, target: str | None = None, *, artifacts: l
     root = Path(bundle)
     manifest = read_bundle_manifest(root)
     try:
+        # a bundle is exactly what its manifest lists: no symlink, no extra file, no path outside
+        problems = bundle_file_problems(root, manifest)
+        if problems:
+            return refused_result(f"{manifest['name']}-{manifest['version']}", problems, artifacts)
         return _verify(root, manifest, target, artifacts, threads, warmup, runs)
     except (KeyError, TypeError, AttributeError) as exc:
         raise BundleError(f"{root / 'manifest.json'}: malformed manifest ({type(exc).__name__}: {exc})") from None
+
+
+def refused_result(bundle: str, problems: list[tuple[str, str]], kinds: list[str] | None = None) -> dict:
+    """A failed result that ran nothing: the bundle (or archive) holds what it must not."""
+    return {"schema": DEVICE_RESULT_SCHEMA, "bundle": bundle,
+            "runner": runner_info(host_info(), os.environ.get("EDGEPACK_EMULATED_CPU")),
+            "artifacts_filter": list(kinds) if kinds else None, "targets": {},
+            "problems": [{"where": where, "reason": why} for where, why in problems], "passed": False}
+
+
+def runner_info(host: dict, emulated: str | None) -> dict:
+    """What ran a result: this program and its version, the machine, device or emulator."""
+    from .. import __version__
+
+    return {**host, "emulated_cpu": emulated, "program": "edgepack.device", "edgepack": __version__,
+            "environment": "emulator" if emulated else "device"}
 
 
 def _verify(root: Path, manifest: dict, target, kinds, threads, warmup, runs) -> dict:
@@ -100,12 +130,13 @@ def _verify(root: Path, manifest: dict, target, kinds, threads, warmup, runs) ->
     host = host_info()
     emulated = os.environ.get("EDGEPACK_EMULATED_CPU")
     result = {"schema": DEVICE_RESULT_SCHEMA, "bundle": f"{manifest['name']}-{manifest['version']}",
-              "runner": {**host, "emulated_cpu": emulated}, "artifacts_filter": list(kinds) if kinds else None,
-              "targets": {}, "problems": []}
+              "runner": runner_info(host, emulated), "artifacts_filter": list(kinds) if kinds else None,
+              "targets": {}, "problems": [], "checksums": {}}
+    seen = result["checksums"]
     shared = [manifest["baseline"], manifest["golden"]["inputs"], manifest["golden"]["reference_outputs"],
               manifest["reference_data"]["eval"], manifest["reference_data"]["eval_reference_outputs"]]
     result["problems"] = [{"where": e["path"], "reason": why.split(": ", 1)[1]}
-                          for e in shared if (why := _file_problem(root, e))]
+                          for e in shared if (why := _file_problem(root, e, seen))]
     if result["problems"]:
         result["passed"] = False
         return result
@@ -119,7 +150,7 @@ def _verify(root: Path, manifest: dict, target, kinds, threads, warmup, runs) ->
             if kinds and a["kind"] not in kinds:
                 continue
             tres["artifacts"].append(_verify_artifact(root, a, t, data, host, n_threads, bool(emulated),
-                                                      warmup, runs))
+                                                      warmup, runs, seen))
         tres["passed"] = all(a["passed"] for a in tres["artifacts"])
         result["targets"][tname] = tres
     result["passed"] = all(t["passed"] for t in result["targets"].values())
@@ -150,9 +181,9 @@ def _reference_data(root: Path, manifest: dict) -> dict:
 
 
 def _verify_artifact(root: Path, a: dict, t: dict, d: dict, host: dict, threads: int, emulated: bool,
-                     warmup: int, runs: int) -> dict:
+                     warmup: int, runs: int, seen: dict | None = None) -> dict:
     ares = {"kind": a["kind"], "path": a["path"], "passed": False}
-    bad = [why for e in [a, *a["files"], a.get("reference_graph")] if (why := _file_problem(root, e))]
+    bad = [why for e in [a, *a["files"], a.get("reference_graph")] if (why := _file_problem(root, e, seen))]
     if bad:
         ares["error"] = "; ".join(bad)
         return ares
@@ -233,8 +264,25 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--runs", type=int, default=50)
     v.add_argument("--warmup", type=int, default=5)
     v.add_argument("--json", type=Path, help="write the result here")
+    v.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.artifacts.split(",") if k.strip()] if args.artifacts else None
+    try:
+        return _run(args, kinds)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the top-level handler: one line, exit 2
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        text = " ".join(str(exc).split())[:400]
+        print(f"error: unexpected {type(exc).__name__}: {text} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+def _run(args, kinds) -> int:
     try:
         result = verify_bundle(args.bundle, args.target, artifacts=kinds, threads=args.threads, warmup=args.warmup,
                                runs=args.runs)
@@ -244,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as exc:
                 raise BundleError(f"{args.json}: cannot write the result ({exc.strerror})") from None
     except EdgepackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(result)))
     return 0 if result["passed"] else 1

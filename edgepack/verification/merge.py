@@ -40,6 +40,54 @@ def describe_runner(result: DeviceResult) -> str:
     return f"{runner.get('cpu', 'device')} ({runner.get('arch', '?')})"
 
 
+# What a device result must say about what produced it (edgepack.verification.device writes these).
+RUNNER_KEYS = ("program", "cpu", "arch")
+
+
+def provenance_problem(manifest: Manifest, result: DeviceResult) -> str | None:
+    """Why `result` cannot be taken as a run of this bundle's files, or None: the runner or a
+    runtime is not named, or the sha256 the runner recorded of a file it ran is not the
+    bundle's. (Numbers can still be forged by whoever writes the JSON: a merged result is
+    labelled unsigned.)"""
+    runner = result.runner or {}
+    missing = [k for k in RUNNER_KEYS if not runner.get(k)]
+    if missing:
+        return (f"it does not name the runner's {', '.join(missing)} (not written by edgepack's device runner, or by "
+                "an older one: run `python -m edgepack.device verify` again)")
+    if not result.targets:
+        return None  # it ran nothing: its problems are merged as the bundle's failures
+    if not result.checksums:
+        return "it records no sha256 of the bundle files it ran (re-run the device runner of this edgepack version)"
+    expected: dict[str, str] = {}
+    if not result.problems:  # the shared files were checked (a problem there is merged as a failure)
+        for f in (manifest.baseline, manifest.golden.inputs, manifest.golden.reference_outputs,
+                  manifest.reference_data.eval, manifest.reference_data.eval_reference_outputs):
+            expected[f.path] = f.sha256
+    for tname, tres in result.targets.items():
+        target = manifest.targets.get(tname)
+        if target is None:
+            continue  # merge_device_result names it
+        entries = {a.kind: a for a in target.artifacts}
+        for res in tres.artifacts:
+            entry = entries.get(res.kind)
+            if entry is None or res.error is not None:
+                continue  # not run: its error is merged as a failure
+            if not res.runtime or len(res.runtime.split()) < 2:
+                return f"{tname}/{res.kind}: it does not name the runtime and its version that ran the artifact"
+            expected[entry.path] = entry.sha256
+            for f in [*entry.files, entry.reference_graph]:
+                if f is not None:
+                    expected[f.path] = f.sha256
+    for path, digest in sorted(expected.items()):
+        got = result.checksums.get(path)
+        if got is None:
+            return f"it records no sha256 of {path}, which it reports on"
+        if got != digest:
+            return (f"{path}: the sha256 it recorded ({got[:12]}…) is not the bundle's ({digest[:12]}…): "
+                    "it ran other files")
+    return None
+
+
 def merge_device_result(manifest: Manifest, result: DeviceResult, *, merged_utc: str) -> Manifest:
     """A copy of `manifest` with `result` folded in (see the module doc).
 

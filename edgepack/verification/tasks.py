@@ -35,7 +35,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from edgepack.errors import ConfigError, one_line
+from edgepack.errors import USER_CODE_ERRORS, ConfigError, what_raised
 from edgepack.verification import detection
 from edgepack.verification.metrics import max_abs_error, sqnr_db
 
@@ -544,9 +544,9 @@ def load_metric(spec: str):
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - user code: any failure is the user's to fix
+    except USER_CODE_ERRORS as exc:  # user code: any failure (sys.exit, Ctrl-C too) is the user's to fix
         sys.modules.pop(name, None)
-        raise ConfigError(f"{spec}: importing {path.name} failed ({type(exc).__name__}: {one_line(exc)})") from None
+        raise ConfigError(f"{spec}: importing {path.name} failed ({what_raised(exc)})") from None
     fn = getattr(module, func, None)
     if fn is None:
         defined = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
@@ -646,8 +646,8 @@ class Custom(Task):
         y = None if labels is None else np.array(labels, copy=True)
         try:
             result = self.fn(*copies, y)
-        except Exception as exc:  # noqa: BLE001 - user code: any failure is reported as one line
-            raise ConfigError(f"{self.where} raised {type(exc).__name__}: {one_line(exc)}") from None
+        except USER_CODE_ERRORS as exc:  # user code: any failure (sys.exit, Ctrl-C too) is one line
+            raise ConfigError(f"{self.where} raised {what_raised(exc)}") from None
         result = check_metric_result(result, self.where)
         for name, m in result.items():
             known = self.directions.setdefault(name, m["direction"])

@@ -18,6 +18,7 @@ import onnx
 from ...errors import ModelError, one_line
 from ..quantize import io_quant_params
 from .base import Artifact, GraphSet
+from .ort_canonical import canonicalise
 
 # The fused intermediate is an ONNX protobuf, which cannot exceed 2 GB.
 _TWO_PASS_MAX_BYTES = 1 << 30
@@ -207,6 +208,9 @@ def convert_to_ort(src: Path, out_dir: Path, stem: str, settings, source: str = 
                 level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if settings.optimization_style == "fixed"
                          else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
                 save(Path(src), ort_path, level, "ORT")
+        # onnxruntime lays the file out in an order that changes from process to process
+        # (hash maps seeded by memory addresses): the same model, written in one fixed order
+        canonicalise(ort_path)
         _operators_config(ort_path, config_path, ort_path.name)
     except Exception as exc:
         raise ModelError(f"{source or src}: conversion of the {stem} graph to ORT format failed: "

@@ -1,0 +1,207 @@
+"""Release archives: `edgepack pack BUNDLE` and `edgepack verify ARCHIVE.tar.gz`.
+
+An archive is a reproducible `.tar.gz` of one bundle folder: entries sorted, every mtime the
+same (`SOURCE_DATE_EPOCH`, else the manifest's creation time), owner and group 0 with no
+names, modes 0644 (files) and 0755 (folders), and a gzip header without name or time. Its
+sha256 is written beside it as `FILE.sha256` (the `sha256sum` format).
+
+Reading one is reading untrusted input: every entry is checked before anything is written
+(one top folder, relative paths that stay inside it, plain files and folders only, no
+duplicates, every file listed in the archive's manifest), and extraction uses tarfile's
+`data` filter as a second line. Standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gzip
+import json
+import os
+import tarfile
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BundleError, one_line
+from .manifest.jsonio import MANIFEST_SCHEMA, SchemaMismatch, check_schema, read_json, sha256_file
+from .safepath import UNLISTED_OK, bundle_file_problems, component_problem, listed_paths, relative_path_problem
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+MAX_MANIFEST_BYTES = 64 << 20
+
+
+def is_archive(path: Path) -> bool:
+    return Path(path).name.endswith(ARCHIVE_SUFFIXES) and Path(path).is_file()
+
+
+def _mtime(manifest: dict) -> int:
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env is not None:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            raise BundleError(f"SOURCE_DATE_EPOCH={env!r} is not an integer number of seconds") from None
+    created = manifest.get("created_utc")
+    if isinstance(created, str):
+        try:
+            stamp = _dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=_dt.timezone.utc)
+            return max(0, int(stamp.timestamp()))
+        except ValueError:
+            pass
+    return 0
+
+
+def pack(bundle: Path | str, out: Path | str | None = None) -> tuple[Path, str]:
+    """Write a reproducible `.tar.gz` of a bundle and `FILE.sha256` beside it; (path, sha256).
+
+    The bundle must hold exactly what its manifest lists (plus manifest.json, the reports and
+    checksum/signature files); anything else is refused rather than left out or shipped."""
+    root = Path(bundle)
+    if not (root / "manifest.json").is_file():
+        raise BundleError(f"{root}: no manifest.json; expected an edgepack bundle folder")
+    try:
+        manifest = read_json(root / "manifest.json", MANIFEST_SCHEMA)
+    except (SchemaMismatch, ValueError, OSError) as exc:
+        raise BundleError(str(exc)) from None
+    top = f"{manifest.get('name')}-{manifest.get('version')}"
+    if component_problem(top):
+        raise BundleError(f"{root / 'manifest.json'}: name and version {top!r} do not make a folder name")
+    problems = bundle_file_problems(root, manifest)
+    if problems:
+        where, why = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise BundleError(f"{root}: not packed: {where} {why}{more}")
+    listed, _ = listed_paths(manifest)
+    missing = [p for p in sorted(listed) if not (root / p).is_file()]
+    if missing:
+        raise BundleError(f"{root}: not packed: {missing[0]} is listed in the manifest but missing")
+    out = Path(out) if out is not None else root.parent / f"{top}.tar.gz"
+    if not out.name.endswith(ARCHIVE_SUFFIXES):
+        raise BundleError(f"{out}: an archive's name ends in .tar.gz or .tgz")
+    if out.resolve().is_relative_to(root.resolve()):
+        raise BundleError(f"{out}: the archive cannot go inside the bundle it packs")
+    if out.is_dir():
+        raise BundleError(f"{out}: is a folder; give the archive's file name")
+    files = sorted(listed | {n for n in UNLISTED_OK if (root / n).is_file()})
+    folders = sorted({"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)})
+    mtime = _mtime(manifest)
+
+    def info(name: str, is_dir: bool, size: int = 0) -> tarfile.TarInfo:
+        ti = tarfile.TarInfo(f"{top}/{name}" if name else top)
+        ti.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
+        ti.mode, ti.size, ti.mtime = (0o755 if is_dir else 0o644), size, mtime
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = ""
+        return ti
+
+    entries = sorted([(f, True) for f in ["", *folders]] + [(f, False) for f in files],
+                     key=lambda e: f"{top}/{e[0]}" if e[0] else top)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        try:
+            with os.fdopen(fd, "wb") as raw:
+                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=mtime, compresslevel=9) as gz:
+                    with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                        for name, is_dir in entries:
+                            if is_dir:
+                                tar.addfile(info(name, True))
+                            else:
+                                with open(root / name, "rb") as f:
+                                    tar.addfile(info(name, False, os.fstat(f.fileno()).st_size), f)
+            digest = sha256_file(Path(tmp))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        Path(f"{out}.sha256").write_text(f"{digest}  {out.name}\n", encoding="utf-8")
+    except OSError as exc:
+        raise BundleError(f"{exc.filename or out}: cannot write the archive ({exc.strerror or exc})") from None
+    return out, digest
+
+
+@dataclass
+class Extracted:
+    """An archive's bundle extracted into `tmp`, or the entries that were refused."""
+
+    bundle: Path | None = None
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def extract(archive: Path | str, dest: Path) -> Extracted:
+    """Check every entry of `archive`, then extract its bundle under `dest` (a fresh folder).
+
+    Problems with entries are returned (the caller fails verification, naming them); an
+    archive that cannot be read at all, or whose manifest cannot be read, is a BundleError."""
+    archive = Path(archive)
+    try:
+        tar = tarfile.open(archive, mode="r:*")
+    except tarfile.ReadError:
+        raise BundleError(f"{archive}: not a .tar.gz archive (or a damaged one)") from None
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleError(f"{archive}: cannot read the archive ({one_line(exc, 200)})") from None
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
+            raise BundleError(f"{archive}: a damaged .tar.gz archive ({one_line(exc, 200)})") from None
+        problems: list[tuple[str, str]] = []
+        tops, seen, files = set(), set(), {}
+        for m in members:
+            name = m.name[2:] if m.name.startswith("./") else m.name
+            name = name.rstrip("/") if m.isdir() else name
+            why = relative_path_problem(name)
+            if why:
+                problems.append((m.name, f"{why}: it would land outside the extraction folder"))
+                continue
+            if m.issym() or m.islnk():
+                problems.append((m.name, f"is a {'symbolic' if m.issym() else 'hard'} link to {m.linkname!r} "
+                                         "(a bundle archive holds plain files only)"))
+                continue
+            if not (m.isfile() or m.isdir()):
+                problems.append((m.name, "is a device, pipe or other special entry"))
+                continue
+            if name in seen:
+                problems.append((m.name, "appears twice"))
+                continue
+            seen.add(name)
+            top, _, rest = name.partition("/")
+            tops.add(top)
+            if m.isfile():
+                if not rest:
+                    problems.append((m.name, "is a file outside the bundle's folder"))
+                else:
+                    files[rest] = m
+        if problems:
+            return Extracted(problems=problems)
+        if len(tops) != 1:
+            raise BundleError(f"{archive}: expected one bundle folder, found {len(tops)} top-level entries")
+        (top,) = tops
+        mm = files.get("manifest.json")
+        if mm is None:
+            raise BundleError(f"{archive}: no {top}/manifest.json; expected an archive made by `edgepack pack`")
+        if mm.size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{archive}: {top}/manifest.json is too large to be a manifest ({mm.size} bytes)")
+        try:
+            doc = json.loads(tar.extractfile(mm).read().decode("utf-8"))
+            check_schema(doc, MANIFEST_SCHEMA, f"{archive}:{top}/manifest.json")
+        except SchemaMismatch as exc:
+            raise BundleError(str(exc)) from None
+        except (ValueError, UnicodeDecodeError, tarfile.TarError, OSError) as exc:
+            raise BundleError(f"{archive}: {top}/manifest.json is not a readable manifest ({one_line(exc, 200)})") \
+                from None
+        listed, bad = listed_paths(doc)
+        problems = [(p, f"manifest entry {why}, not a relative path inside the bundle") for p, why in bad]
+        problems += [(f"{top}/{rest}", "is not listed in the archive's manifest")
+                     for rest in sorted(files) if rest not in listed and rest not in UNLISTED_OK]
+        if problems:
+            return Extracted(problems=problems)
+        try:
+            tar.extractall(dest, members=[m for m in members], filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise BundleError(f"{archive}: extracting failed ({one_line(exc, 200)})") from None
+    return Extracted(bundle=Path(dest) / top)
