@@ -294,6 +294,14 @@ def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8:
             missing += [not_produced(k, exc) for k in int8_kinds]
             int8_kinds = []
         else:
+            if "ort-int8" in int8_kinds and not quantized_ops(qdq)["quantized_nodes"]:
+                # e.g. a model whose whole body sits inside an If (ONNX Runtime's quantiser
+                # does not enter subgraphs): the "int8" file would be the float model
+                nothing = ModelError(f"{source}: ONNX Runtime's quantiser quantised no node of this graph (its "
+                                     "computation sits inside If/Loop subgraphs, which it does not enter, or uses "
+                                     "no op it quantises); an int8 file would be the float model")
+                missing.append(not_produced("ort-int8", nothing))
+                int8_kinds = [k for k in int8_kinds if k != "ort-int8"]
             if "ort-int8" in int8_kinds:
                 shutil.copyfile(qdq, target_dir / "model.int8.qdq.onnx")
                 qdq = target_dir / "model.int8.qdq.onnx"

@@ -142,3 +142,37 @@ def test_search_off(tmp_path):
     assert proc.returncode == 1, explain(proc)
     t = load_manifest(bundle)["targets"][same_isa_target()]
     assert t["search"] is None
+
+
+def _if_model(path):
+    """y = If(sr == 16000, Gemm_a(x), Gemm_b(x)): every weight and op inside the If's branches,
+    which ONNX Runtime's quantiser does not enter (as Silero VAD v4's export)."""
+    rng = np.random.default_rng(2)
+
+    def branch(name, seed):
+        w = numpy_helper.from_array(np.random.default_rng(seed).normal(0, 0.3, (4, 16)).astype(np.float32), f"w_{name}")
+        return helper.make_graph([helper.make_node("Gemm", ["x", f"w_{name}"], [f"y_{name}"], transB=1)], name, [],
+                                 [helper.make_tensor_value_info(f"y_{name}", TensorProto.FLOAT, [1, 4])], [w])
+
+    nodes = [helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.array(16000, np.int64))),
+             helper.make_node("Equal", ["sr", "k"], ["is16k"]),
+             helper.make_node("If", ["is16k"], ["y"], then_branch=branch("a", 1), else_branch=branch("b", 2))]
+    g = helper.make_graph(nodes, "vad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16]),
+                                         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return rng
+
+
+def test_an_int8_graph_with_no_quantised_node_is_not_shipped_as_int8(tmp_path):
+    rng = _if_model(tmp_path / "vad.onnx")
+    np.savez(tmp_path / "calib.npz", x=rng.normal(size=(16, 1, 16)).astype(np.float32),
+             sr=np.full(16, 16000, np.int64))
+    proc = cli("build", "--onnx", tmp_path / "vad.onnx", "--calib", tmp_path / "calib.npz", "--targets", "x86-64",
+               "--out", tmp_path / "dist", "--latency-runs", "2")
+    assert proc.returncode == 1, explain(proc)  # a required artifact is missing: the bundle is written, failed
+    t = load_manifest(tmp_path / "dist" / "vad-0.1.0")["targets"]["x86-64"]
+    assert [a["kind"] for a in t["artifacts"]] == ["ort-float"]
+    (n,) = t["not_produced"]
+    assert n["kind"] == "ort-int8" and n["required"] and "quantised no node" in n["reason"]
+    assert "Traceback" not in proc.stderr
