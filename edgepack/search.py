@@ -160,10 +160,8 @@ def run_search(first: dict, first_settings, *, kind: str, moves: list, remedies:
             continue
         if s < best_short:
             best_i, best_settings, best_short = len(trials) - 1, cand.settings, s
-    else:
-        stopped = stopped or ("the gates hold" if best_short == (0, 0) else "every candidate tried")
-    if not stopped:
-        stopped = "every candidate tried"
+    else:  # the plan ran out without a break
+        stopped = "the gates hold" if best_short == (0, 0) else "every candidate tried"
     return {"kind": kind, "budget": dataclasses.asdict(budget), "trials": trials, "stopped": stopped,
             "chosen": best_i if best_i else None, "added": added,
             "seconds": round(time.perf_counter() - start, 1)}

@@ -317,13 +317,12 @@ def test_a_second_build_of_a_locked_bundle_stops_at_once(box, old_bundle):
     fcntl.flock(lock, fcntl.LOCK_EX)  # as a running build holds it
     try:
         listing = sorted(p.name for p in box.out.iterdir())
-        t0 = time.monotonic()
+        # the lock is held until the build returns: a build that waited for it would never
+        # return (the CLI helper's timeout fails the test), so returning proves it did not wait
         proc = box.build()
-        elapsed = time.monotonic() - t0
     finally:
         os.close(lock)
     one_error(proc, str(box.out / NAME), "another edgepack build is writing this bundle")
-    assert elapsed < 30, elapsed  # no waiting for the lock (a build alone takes longer than the CLI's start)
     assert sorted(p.name for p in box.out.iterdir()) == listing
     assert tree_digest(box.out / NAME) == before
     box.nothing_outside()
