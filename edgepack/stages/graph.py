@@ -7,6 +7,7 @@ preceding Conv, redundant-node removal — then shape inference again and the ON
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -114,6 +115,44 @@ def fix_input_shapes(model: onnx.ModelProto, source: str, override=None) -> None
     _forget_symbolic_shapes(model.graph)
 
 
+# metadata_props key of the float graph: the dims the source graph declared for its inputs and
+# outputs, recorded before `fix_input_shapes` pins them (only when some input dim was dynamic).
+DECLARED_DIMS_KEY = "edgepack.declared_dims"
+
+
+def _declared(vi: onnx.ValueInfoProto) -> list[int | str | None]:
+    """A value's dims as written: a positive size, a symbol, or None (-1, 0 or nothing)."""
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0
+            else (d.dim_param if d.HasField("dim_param") and d.dim_param else None)
+            for d in vi.type.tensor_type.shape.dim]
+
+
+def record_declared_dims(model: onnx.ModelProto) -> None:
+    """Keep the source graph's declared input and output dims in `model`'s metadata (key
+    `DECLARED_DIMS_KEY`, JSON) when some input dim is not a fixed size, so a writer can give
+    them back after the graph was pinned to the calibration shape (emit/ort.py, layout_at_load)."""
+    inputs = graph_inputs(model)
+    if all(isinstance(d, int) for vi in inputs for d in _dims(vi)):
+        return
+    value = json.dumps({"inputs": {vi.name: _declared(vi) for vi in inputs},
+                        "outputs": {vi.name: _declared(vi) for vi in model.graph.output}}, sort_keys=True)
+    props = [p for p in model.metadata_props if p.key != DECLARED_DIMS_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    model.metadata_props.add(key=DECLARED_DIMS_KEY, value=value)
+
+
+def declared_dims(model: onnx.ModelProto) -> dict | None:
+    """{"inputs"|"outputs": {name: dims}} recorded by `record_declared_dims`, or None."""
+    for p in model.metadata_props:
+        if p.key == DECLARED_DIMS_KEY:
+            try:
+                return json.loads(p.value)
+            except ValueError:
+                return None
+    return None
+
+
 def _forget_symbolic_shapes(graph: onnx.GraphProto) -> None:
     """Output and intermediate shapes that were symbolic must be re-inferred from the now
     static inputs, in control-flow branches (If, Loop, Scan bodies) too: inference keeps a
@@ -166,6 +205,7 @@ def _at_least_opset(model: onnx.ModelProto, source: str, opset: int) -> onnx.Mod
 def clean_float_graph(model: onnx.ModelProto, source: str, input_shape=None) -> onnx.ModelProto:
     """Static shapes, shape inference, constant folding, BN folding, checker."""
     refuse_non_finite_weights(model, source)
+    record_declared_dims(model)
     fix_input_shapes(model, source, input_shape)
     model = _at_least_opset(model, source, MIN_OPSET)
     try:
