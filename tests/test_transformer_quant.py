@@ -176,3 +176,89 @@ def test_tame_softmax_covers_every_layer(encoder):
            for f in ({k: v[i] for k, v in _calls(8, 9).items()} for i in range(8))]
     print(f"full-int8 TFLite cosine to float: min {min(cos):.5f} mean {np.mean(cos):.5f}")
     assert min(cos) >= 0.99, cos
+
+
+def _fc_model(shared: bool):
+    """x[1, 64] → MatMul(W) (→ MatMul(W) again when `shared`); W's 32 output columns span
+    three orders of magnitude, as a trained transformer's projections do around outlier
+    channels."""
+    rng = np.random.default_rng(4)
+    w = (rng.normal(size=(64, 32)) * np.logspace(-3, 0, 32)[None, :]).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc1")]
+    out, width = "y", 32
+    if shared:
+        w = w[:, :64] if w.shape[1] >= 64 else np.concatenate([w, w[:, ::-1]], axis=1)  # square: [64, 64]
+        nodes.append(helper.make_node("MatMul", ["y", "w"], ["z"], name="fc2"))
+        out, width = "z", 64
+    g = helper.make_graph(nodes, "fc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                          [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, width])],
+                          [numpy_helper.from_array(w, "w")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), out
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_tflite_dynamic_int8_weights_are_per_channel(shared):
+    """Dynamic-range int8 stores each fully-connected output channel with its own scale
+    (FULLY_CONNECTED version 12, the per-channel hybrid kernel LiteRT runs), so a column
+    1000x smaller than the largest keeps its precision; with one scale per matrix its
+    values round to a handful of levels. A weight read by two ops is quantised once and both
+    ops run the hybrid kernel with asymmetric input quantisation."""
+    from edgepack.tflite import quantize as tq
+    from edgepack.tflite.convert import convert
+
+    model, out = _fc_model(shared)
+    data, io = convert(model)
+    blob = tq.to_dynamic_range_int8(data)
+    m = tq._load(blob)
+    g = m.subgraphs[0]
+    fcs = [op for op in g.operators if m.operatorCodes[op.opcodeIndex].builtinCode == tq.BOP.FULLY_CONNECTED]
+    assert len(fcs) == (2 if shared else 1)
+    for op in fcs:
+        w = g.tensors[op.inputs[1]]
+        assert w.type == tq.schema.TensorType.INT8
+        assert len(w.quantization.scale) == w.shape[0] > 1 and w.quantization.quantizedDimension == 0
+        assert op.builtinOptions.asymmetricQuantizeInputs
+        assert m.operatorCodes[op.opcodeIndex].version >= 12
+    rng = np.random.default_rng(5)
+    errors = []
+    for _ in range(8):
+        x = rng.normal(size=(1, 64)).astype(np.float32)
+        ref = run_onnx(model, {"x": x})[out][0]
+        got = run_tflite(blob, io, {"x": x})[out][0]
+        errors.append(np.abs(got - ref) / (np.abs(ref) + 1e-9))
+    # every output channel within a few percent, the small ones too (median over samples)
+    per_channel = np.median(np.stack(errors), axis=0)
+    print(f"dynamic int8 relative error per output channel: max {per_channel.max():.4f}")
+    assert per_channel.max() < 0.05, per_channel
+
+
+def test_tflite_dynamic_int8_stores_the_embedding_table_int8(encoder):
+    """The token-embedding table (read only by GATHER) is stored int8 in the dynamic-range
+    model, gathered in int8 and widened by a DEQUANTIZE; the file's weights are then about
+    one byte per parameter and the sentence embedding stays within 0.99 cosine of float."""
+    from edgepack.tflite import quantize as tq
+    from edgepack.tflite.convert import convert
+
+    model, _ = encoder
+    data, io = convert(model)
+    blob = tq.to_dynamic_range_int8(data)
+    m = tq._load(blob)
+    g = m.subgraphs[0]
+    code = {id(op): m.operatorCodes[op.opcodeIndex].builtinCode for op in g.operators}
+    table_gathers = [op for op in g.operators if code[id(op)] == tq.BOP.GATHER
+                     and g.tensors[op.inputs[0]].buffer and len(g.tensors[op.inputs[0]].shape) == 2]
+    assert table_gathers
+    for op in table_gathers:
+        assert g.tensors[op.inputs[0]].type == tq.schema.TensorType.INT8
+        out = int(op.outputs[0])
+        assert g.tensors[out].type == tq.schema.TensorType.INT8
+        widen = [o for o in g.operators if out in list(o.inputs)]
+        assert [code[id(o)] for o in widen] == [tq.BOP.DEQUANTIZE]
+        table = g.tensors[op.inputs[0]]
+        assert len(m.buffers[table.buffer].data) == int(np.prod(table.shape))  # one byte per entry
+    print(f"dynamic int8 file {len(blob)} bytes (float file {len(data)})")
+    assert len(blob) < len(data) / 2
+    cos = [cosine(run_onnx(model, f)["sentence_embedding"], run_tflite(blob, io, f)["sentence_embedding"])
+           for f in ({k: v[i] for k, v in _calls(8, 9).items()} for i in range(8))]
+    print(f"dynamic int8 TFLite cosine to float: min {min(cos):.5f} mean {np.mean(cos):.5f}")
+    assert min(cos) >= 0.99, cos

@@ -73,8 +73,9 @@ def emit(graphs: GraphSet, profile, out_dir: Path) -> list[Artifact]:
                      "activation_type": "int16", "weight_type": "int8", "bias_type": "int64", "per_channel": True,
                      "io_type": "float32", "calibration_samples": len(graphs.calibration), "float_ops": float_ops}
         elif precision == "dynamic-int8":
-            quant = {"scheme": "dynamic-range: int8 weights, float activations quantised at run time",
-                     "weight_type": "int8", "activation_type": "float32"}
+            quant = {"scheme": "dynamic-range: int8 weights (per output channel), float activations quantised "
+                               "at run time",
+                     "weight_type": "int8", "activation_type": "float32", "per_channel": True}
         elif precision == "float16":
             quant = {"scheme": "float16 weights, float32 compute", "weight_type": "float16"}
         artifacts.append(Artifact(kind=kind, path=path, runtime="litert", precision=precision, layout=layout,
