@@ -342,7 +342,7 @@ def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8:
     if qdq is not None and "ort-int8" in int8_kinds and config.search.diagnose:
         _diagnose(entry, qdq, float_path, calib, rep, profile.name, emit_cache, settings.key())
     entry["search"] = _search(entry, config, profile, settings, float_path, target_dir, verify, make, rep, root,
-                              int8.work_dir)
+                              int8.work_dir, ranges=int8.get(settings)[1] if qdq is not None else None)
     _slowdown_causes(entry, float_path, root, profile)
     order = {k: i for i, k in enumerate(profile.artifacts)}
     entry["artifacts"].sort(key=lambda a: order.get(a["kind"], len(order)))
@@ -387,7 +387,7 @@ def _diagnose(entry: dict, qdq: Path, float_path: Path, calib: Dataset, rep: Rep
 
 
 def _search(entry: dict, config: BuildConfig, profile: TargetProfile, settings, float_path: Path, target_dir: Path,
-            verify, make, rep: Reporter, root: Path, work_dir: Path) -> dict | None:
+            verify, make, rep: Reporter, root: Path, work_dir: Path, ranges: dict | None = None) -> dict | None:
     """The accuracy-aware search for each int8 artifact that fails an accuracy or task gate
     (edgepack.search); the trial that holds the gates replaces it, a remedy in another
     number format that holds them is added beside it. Returns the manifest's search record."""
@@ -408,8 +408,10 @@ def _search(entry: dict, config: BuildConfig, profile: TargetProfile, settings, 
             continue
         ranked = [(n["name"], n["op"], n["sqnr_db"]) for n in (first.get("diagnosis") or {}).get("nodes", [])
                   if isinstance(n.get("sqnr_db"), (int, float)) and math.isfinite(n["sqnr_db"])]
-        moves = policy.int8_moves(kind, onnx.load(str(float_path), load_external_data=False), ranked)
+        float_model = onnx.load(str(float_path), load_external_data=False)
+        moves = policy.int8_moves(kind, float_model, ranked, ranges=ranges)
         remedies = [k for k in policy.REMEDIES[kind] if k in known and k not in present]
+        first_reason = policy.remedies_first(kind, float_model)
         scratch = Path(tempfile.mkdtemp(prefix=f"search-{profile.name}-{kind}-", dir=work_dir))
         count = iter(range(1, 1000))
 
@@ -422,7 +424,8 @@ def _search(entry: dict, config: BuildConfig, profile: TargetProfile, settings, 
             with rep.stage(f"{profile.name}: {kind} fails a gate; searching (at most {budget.max_trials} trials, "
                            f"{budget.max_seconds:.0f} s)") as tick:
                 log = policy.run_search(first, settings, kind=kind, moves=moves, remedies=remedies,
-                                        evaluate=evaluate, budget=budget, progress=tick)
+                                        evaluate=evaluate, budget=budget, progress=tick,
+                                        remedies_first=first_reason)
             if log["chosen"] is not None:
                 trial = log["trials"][log["chosen"]]
                 chosen = _settings_of(settings, trial["settings"])

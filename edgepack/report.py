@@ -172,7 +172,8 @@ def _search_lines(search) -> list[str]:
         lines += ["", f"### Accuracy search: `{run.kind}`", "",
                   f"`{run.kind}` failed an accuracy or task gate as built. {len(trials) - 1} trials in "
                   f"{_f(run.seconds, 1)} s (budget {int(run.budget['max_trials'])} trials, "
-                  f"{_f(run.budget['max_seconds'], 0)} s); stopped: {run.stopped}. {shipped}{added}.", "",
+                  f"{_f(run.budget['max_seconds'], 0)} s); stopped: {run.stopped}. {shipped}{added}."
+                  + (f" Other number formats first: {run.remedies_first}." if run.remedies_first else ""), "",
                   "| # | artifact | change | why | kept float | gated metrics | failed gates | p50 ms | size |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for tr in trials:

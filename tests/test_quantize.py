@@ -170,3 +170,39 @@ def test_masked_attention_stays_float(tmp_path, mask_value, kept):
         f = np.stack([ort_session(model).run(None, {"x": v[None]})[0] for v in x])
         q = np.stack([ort_session(tmp_path / "q.onnx", reference=True).run(None, {"x": v[None]})[0] for v in x])
         assert sqnr_db(f, q) > 25
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_calibration_takes_an_infinite_mask_fill(tmp_path, method):
+    """Scores masked with -inf before a Softmax (as all-MiniLM-L6-v2's export does) used to
+    stop ONNX Runtime's histogram calibrators ("supplied range of [-inf, inf] is not finite");
+    the ranges are now finite, taken from the finite values, and the int8 model runs."""
+    from onnx import helper
+
+    from edgepack.stages.quantize import calibrate, ranges_by_name
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, (8, 8)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(-np.inf, np.float32), "fill")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["scores"], name="qk"),
+             helper.make_node("Where", ["mask", "scores", "fill"], ["masked"], name="mask"),
+             helper.make_node("Softmax", ["masked"], ["p"], axis=-1, name="softmax"),
+             helper.make_node("MatMul", ["p", "w"], ["y"], name="pv")]
+    g = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8]),
+                                          helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 4, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])], inits)
+    path = tmp_path / "attn.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.normal(size=(16, 1, 4, 8)).astype(np.float32)
+    mask = np.ones((16, 1, 4, 8), bool)
+    mask[:, :, :, 6:] = False  # the last two keys are padding
+    calib = Dataset({"x": x, "mask": mask}, None, "test")
+    settings = resolve_settings(resolve_target("rpi4"), QuantOverrides(calibration_method=method))
+    ranges = calibrate(path, calib, settings)
+    by_name = ranges_by_name(ranges)
+    assert all(np.isfinite(v).all() for v in by_name.values()), by_name
+    scores = x[..., :] @ numpy_helper.to_array(inits[0])
+    assert by_name["masked"][0] >= scores.min() - 1e-3  # the range is the finite scores', not -inf
+    out = quantize_static(path, calib, settings, tmp_path / "q.onnx", ranges=ranges)
+    y = ort_session(out).run(None, {"x": x[0], "mask": mask[0]})[0]
+    assert np.isfinite(y).all()

@@ -291,6 +291,8 @@ class SearchRun(_Model):
     stopped: str = Field(description="why the search stopped")
     chosen: int | None = Field(description="the trial now shipped as that artifact (None: the one as built)")
     added: list[int] = Field(description="trials in another number format added as artifacts because they pass")
+    remedies_first: str | None = Field(default=None, description="why the other number formats were tried before "
+                                       "the int8 choices (none of these can reach the cause); None: int8 first")
     seconds: float
 
 

@@ -48,8 +48,39 @@ class OrtCalibrator:
                 _as_model_error(source or float_path):
             calibrator = create_calibrator(Path(float_path), [], augmented_model_path=str(Path(tmp, "augmented.onnx")),
                                            calibrate_method=self.ort_method(), extra_options=extra)
+            _finite_histograms(calibrator)
             calibrator.collect_data(_Reader(dataset, progress))
             return calibrator.compute_data()
+
+
+def _finite_histograms(calibrator) -> None:
+    """ONNX Runtime's histogram collector (percentile, entropy) fails on a tensor holding
+    ±inf ("supplied range of [-inf, inf] is not finite"): an attention-mask fill of -inf
+    reaches the masked scores (all-MiniLM-L6-v2). Give it the tensors with ±inf clamped to
+    the finite extremes of their own values (NaN to 0): a range cannot hold infinity anyway,
+    and the finite values are what the scale is for."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    if not hasattr(calibrator, "num_bins"):  # not a histogram calibrator
+        return
+    collector = HistogramCollector(method=calibrator.method, symmetric=calibrator.symmetric,
+                                   num_bins=calibrator.num_bins, num_quantized_bins=calibrator.num_quantized_bins,
+                                   percentile=calibrator.percentile, scenario=getattr(calibrator, "scenario", "same"))
+    collect = collector.collect
+
+    def finite(arrays):
+        out = []
+        for a in arrays:
+            a = np.asarray(a)
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                ok = a[np.isfinite(a)]
+                lo, hi = (float(ok.min()), float(ok.max())) if ok.size else (0.0, 0.0)
+                a = np.nan_to_num(a, nan=0.0, posinf=hi, neginf=lo)
+            out.append(a)
+        return out
+
+    collector.collect = lambda name_to_arr: collect({k: finite(v) for k, v in name_to_arr.items()})
+    calibrator.collector = collector
 
 
 class MinMaxCalibrator(OrtCalibrator):
@@ -144,6 +175,9 @@ class QuantSettings:
     symmetric_activations: bool
     # nodes kept float on top of `float_nodes`' defaults (by name), e.g. by the accuracy search
     keep_float: tuple[str, ...] = ()
+    # keep float the tensors a range-compressing op reads when their calibrated range spans
+    # many orders of magnitude (`wide_reads`), weights staying int8
+    float_wide_reads: bool = False
 
     def key(self) -> str:
         return "-".join(f"{v}" for v in asdict(self).values())
@@ -264,6 +298,180 @@ def float_nodes(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) 
     return keep
 
 
+# A tensor read by a range-compressing op (Log, Sqrt, a fractional or negative Pow, Reciprocal,
+# a variable divisor) whose calibrated magnitudes span more than this ratio (max |x| over min
+# |x|, one-signed) is kept float by `float_wide_reads`: one linear scale over that span
+# rounds every small value to zero (or one step), and the op then expands exactly those
+# values. Measured on openWakeWord's log-mel front end (STFT Conv, power, mel MatMul, Clip
+# floor, Log; quiet speech 45 dB below the loudest calibration sample): the Log reads
+# [1.3, 2.7e9]; int8 0.4 dB SQNR, int16 activations -5 dB (every quiet value rounds to 0,
+# the Clip floor is requantised to 0 too, Log gives -inf), 16-bit activations with the
+# power/mel tensors float 50.7 dB.
+WIDE_READ_SPAN = 1e3
+
+# ops whose output holds the same values as their data input (so a float read stays float
+# only if they are float too), floors, and ops whose input magnitude spans as many decades as
+# their output's (x^p, |x|): a chain of them is followed up from the wide read
+_SAME_VALUES = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+_FLOORS = ("Clip", "Max", "Relu")
+_MAGNITUDE = ("Pow", "Abs")
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    values[n.output[0]] = numpy_helper.to_array(a.t)
+    return values
+
+
+def compressing_reads(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
+    """Range-compressing ops by node name: (the activation tensor it reads, why), found from
+    the graph alone: Log, Sqrt, Reciprocal, Pow with a constant exponent below 1 (fractional
+    or negative), Div by a non-constant divisor."""
+    consts = _constants(model)
+    found: dict[str, tuple[str, str]] = {}
+    for n in model.graph.node:
+        if n.op_type in ("Log", "Sqrt", "Reciprocal") and n.input[0] not in consts:
+            found[n.name] = (n.input[0], n.op_type)
+        elif n.op_type == "Pow" and n.input[0] not in consts and n.input[1] in consts:
+            p = np.asarray(consts[n.input[1]], np.float64).ravel()
+            if p.size and np.all(p < 1) and np.all(p != 0):
+                found[n.name] = (n.input[0], f"Pow x^{p[0]:g}")
+        elif n.op_type == "Div" and len(n.input) > 1 and n.input[1] not in consts:
+            found[n.name] = (n.input[1], "Div by a variable")
+    return found
+
+
+def magnitude_span(rng: tuple[float, float] | None) -> float | None:
+    """max |x| / min |x| of a one-signed calibrated range (inf when it reaches 0); None when
+    the range crosses zero or is unknown (min/max cannot tell how small |x| gets)."""
+    if rng is None:
+        return None
+    lo, hi = rng
+    if lo < 0 < hi:
+        return None
+    small, big = sorted((abs(lo), abs(hi)))
+    if big == 0:
+        return None
+    return float("inf") if small == 0 else big / small
+
+
+def wide_reads(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]
+               ) -> tuple[dict[str, str], dict[str, str]]:
+    """(tensors to keep float, nodes to keep float), each by name with the reason.
+
+    For every `compressing_reads` op whose input spans more than WIDE_READ_SPAN (calibrated
+    magnitudes): that tensor, and, following it up, the tensors feeding it through ops that
+    keep its values (reshapes, floors such as Clip/Max/Relu, x^p, |x|) and the inputs of
+    other producers that are wide themselves. Weight-bearing producers (Conv, MatMul, Gemm:
+    any node with an initializer input other than a scalar) keep their int8 weights: only
+    their activation output (and a wide activation input) stays float. Other nodes on the
+    chain (no weights) are kept float whole, which also stops ONNX Runtime's quantiser from
+    folding a floor Clip/Relu into the preceding node's range."""
+    consts = _constants(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    tensors: dict[str, str] = {}
+    nodes: dict[str, str] = {}
+
+    def weighted(n) -> bool:
+        return any(i in consts and np.asarray(consts[i]).size > 1 for i in n.input)
+
+    def data_input(n) -> str | None:
+        ins = [i for i in n.input if i and i not in consts]
+        return ins[0] if len(ins) == 1 else None
+
+    def follow(t: str, why: str) -> None:
+        if t in tensors or t in consts:
+            return
+        tensors[t] = why
+        p = producers.get(t)
+        if p is None or p.op_type == "Constant":
+            return
+        if weighted(p):
+            ins = [i for i in p.input if i and i not in consts]
+        else:
+            if p.name:
+                nodes.setdefault(p.name, why)
+            d = data_input(p)
+            if p.op_type in _SAME_VALUES + _FLOORS + _MAGNITUDE and d is not None:
+                follow(d, why)
+                return
+            ins = [i for i in p.input if i and i not in consts]
+        for i in ins:
+            span = magnitude_span(ranges.get(i))
+            if span is not None and span > WIDE_READ_SPAN:
+                follow(i, why)
+
+    for name, (t, op) in compressing_reads(model).items():
+        span = magnitude_span(ranges.get(t))
+        if span is None or span <= WIDE_READ_SPAN:
+            continue
+        lo, hi = ranges[t]
+        why = (f"read by {op} ({name}) spanning [{lo:.3g}, {hi:.3g}]: one linear scale rounds its small values "
+               f"to zero, which {op} then expands")
+        if name:
+            nodes.setdefault(name, why)
+        follow(t, why)
+    return tensors, nodes
+
+
+def keep_tensors_float(model: onnx.ModelProto, tensors, float_model: onnx.ModelProto | None = None) -> list[str]:
+    """Remove the QuantizeLinear/DequantizeLinear pair ONNX Runtime's quantiser put on each
+    named tensor, in place: every reader takes the float tensor. Returns the tensors changed.
+
+    With `float_model`, a tensor whose producer is not the float graph's (the quantiser folded
+    a Relu/Clip into the preceding node's output range and renamed its output) is left as it
+    is: without its Q/DQ pair the floor would be lost."""
+    g = model.graph
+    tensors = set(tensors)
+    if float_model is not None:
+        before = {o: n.op_type for n in float_model.graph.node for o in n.output}
+        after = {o: n.op_type for n in g.node for o in n.output}
+        after.update({d.output[0]: after.get(q.input[0]) for q in g.node if q.op_type == "QuantizeLinear"
+                      for d in g.node if d.op_type == "DequantizeLinear" and d.input[0] == q.output[0]})
+        tensors = {t for t in tensors if after.get(t) is None or after.get(t) == before.get(t)}
+    outputs = {o.name for o in g.output}
+    readers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    producers = {o: n for n in g.node for o in n.output}
+    drop, done = [], []
+    for q in [n for n in g.node if n.op_type == "QuantizeLinear"]:
+        dqs = [d for d in readers.get(q.output[0], []) if d.op_type == "DequantizeLinear"]
+        if len(dqs) != len(readers.get(q.output[0], [])):
+            continue  # a quantised tensor read as integers (not from ONNX Runtime's QDQ output): leave it
+        src = q.input[0]
+        # a graph output: the quantiser renamed the producer's output and ends the pair on the name
+        named = [d.output[0] for d in dqs if d.output[0] in tensors and d.output[0] in outputs]
+        if src not in tensors and not named:
+            continue
+        if named:
+            p = producers.get(src)
+            if p is None:
+                continue
+            p.output[list(p.output).index(src)] = named[0]
+            for r in readers.get(src, []):
+                if r is not q:
+                    r.input[:] = [named[0] if i == src else i for i in r.input]
+            src = named[0]
+        for d in dqs:
+            for r in readers.get(d.output[0], []):
+                r.input[:] = [src if i == d.output[0] else i for i in r.input]
+            drop.append(d)
+        drop.append(q)
+        done.append(src)
+    for n in drop:
+        g.node.remove(n)
+    used = {i for n in g.node for i in n.input}
+    for init in [i for i in g.initializer if i.name not in used]:
+        g.initializer.remove(init)
+    return sorted(set(done))
+
+
 def quantizer_options(model: onnx.ModelProto) -> dict:
     """Extra options for ONNX Runtime's quantiser that go with `float_nodes`' defaults
     (for a transformer: float Gemm outputs and float residual reads, transformer.ORT_OPTIONS)."""
@@ -285,6 +493,11 @@ def quantize_static(float_path: Path, dataset: Dataset | None, settings: QuantSe
     float_model = onnx.load(str(float_path))
     keep = float_nodes(float_model, ranges_by_name(ranges))
     keep.update({n: "kept float by the accuracy search" for n in settings.keep_float if n not in keep})
+    float_tensors: dict[str, str] = {}
+    if settings.float_wide_reads:
+        float_tensors, wide_nodes = wide_reads(float_model, ranges_by_name(ranges))
+        for n, why in wide_nodes.items():
+            keep.setdefault(n, why)
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "int16": QuantType.QInt16}
     calibrator = CALIBRATORS[settings.calibration_method]
     extra = {
@@ -311,6 +524,10 @@ def quantize_static(float_path: Path, dataset: Dataset | None, settings: QuantSe
             calibration_cache_path=str(cache),
             nodes_to_exclude=sorted(keep),
         )
+    if float_tensors:
+        model = onnx.load(str(out_path))
+        keep_tensors_float(model, float_tensors, float_model)
+        onnx.save(model, str(out_path))
     return Path(out_path)
 
 
