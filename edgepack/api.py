@@ -46,12 +46,7 @@ def build(config: BuildConfig | dict | str | Path, reporter: Reporter | None = N
         from .signing import load_private_key
 
         key = load_private_key(sign)
-    result = run_build(config, reporter)
-    if key is not None:
-        from .signing import sign_bundle
-
-        sign_bundle(result.bundle, key)
-    return result
+    return run_build(config, reporter, sign_key=key)
 
 
 @dataclass
@@ -175,14 +170,23 @@ def _merge_into(bundle: Path, result: DeviceResult, source: str = "device runner
     """Refuses (VerificationFailed, exit 1) a result that does not say what produced it or
     whose checksums are not the bundle's (verification.merge.provenance_problem)."""
     from .errors import VerificationFailed
+    from .verification.device import bundle_tampering, read_bundle_manifest
     from .verification.merge import provenance_problem
+    from .verification.sizes import measured_ratios
 
     current = read_manifest(bundle)
+    doc = read_bundle_manifest(bundle)
+    tampered = bundle_tampering(bundle, doc)
+    if tampered:  # a verdict is measured on the files the manifest describes, or not at all
+        raise VerificationFailed(f"{bundle}: refused to merge into it: {tampered[0]}"
+                                 + (f" (and {len(tampered) - 1} more)" if len(tampered) > 1 else ""))
     why = provenance_problem(current, result)
     if why:
         raise VerificationFailed(f"{source}: refused: {why}")
+    every = [(t, a.kind) for t, target in current.targets.items() for a in target.artifacts]
     manifest = merge_device_result(current, result,
-                                   merged_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                                   merged_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                   ratios=measured_ratios(bundle, doc, every))
     write_manifest(manifest, bundle)
     return manifest
 

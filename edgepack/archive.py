@@ -17,6 +17,7 @@ import datetime as _dt
 import gzip
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 import zlib
@@ -29,6 +30,13 @@ from .safepath import UNLISTED_OK, bundle_file_problems, component_problem, list
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 MAX_MANIFEST_BYTES = 64 << 20
+# What an archive may expand to, checked from each entry's header before its data is read (a
+# gzip bomb is refused before it is decompressed, let alone written): this many times the
+# archive's own size plus a fixed allowance. Model weights compress little (int8 and float
+# artifacts 1.0-1.5x measured); a bundle of all-zero tensors would still fit under 100x.
+MAX_EXPANSION = 100
+EXPANSION_ALLOWANCE = 256 << 20
+MAX_ENTRIES = 100_000
 
 
 def is_archive(path: Path) -> bool:
@@ -132,6 +140,25 @@ class Extracted:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
+def _listed_sizes(manifest: dict) -> dict[str, int]:
+    """path -> size_bytes of every file entry the manifest lists with a size."""
+    sizes: dict[str, int] = {}
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            if isinstance(obj.get("path"), str) and "sha256" in obj and isinstance(obj.get("size_bytes"), int):
+                sizes.setdefault(obj["path"], obj["size_bytes"])
+            for k, v in obj.items():
+                if k != "source":
+                    walk(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v)
+
+    walk(manifest)
+    return sizes
+
+
 def extract(archive: Path | str, dest: Path) -> Extracted:
     """Check every entry of `archive`, then extract its bundle under `dest` (a fresh folder).
 
@@ -144,9 +171,19 @@ def extract(archive: Path | str, dest: Path) -> Extracted:
         raise BundleError(f"{archive}: not a .tar.gz archive (or a damaged one)") from None
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BundleError(f"{archive}: cannot read the archive ({one_line(exc, 200)})") from None
+    limit = MAX_EXPANSION * archive.stat().st_size + EXPANSION_ALLOWANCE
     with tar:
+        members, total = [], 0
         try:
-            members = tar.getmembers()
+            for m in tar:  # headers one by one: an entry's declared size is judged before its data is read
+                total += max(m.size, 0)
+                if total > limit:
+                    raise BundleError(f"{archive}: its entries declare {total} bytes by {m.name!r}, more than "
+                                      f"{MAX_EXPANSION}x the archive's size plus {EXPANSION_ALLOWANCE >> 20} MiB "
+                                      "(a bundle's files compress little): refused as a decompression bomb")
+                if len(members) >= MAX_ENTRIES:
+                    raise BundleError(f"{archive}: more than {MAX_ENTRIES} entries; not a bundle archive")
+                members.append(m)
         except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
             raise BundleError(f"{archive}: a damaged .tar.gz archive ({one_line(exc, 200)})") from None
         problems: list[tuple[str, str]] = []
@@ -198,8 +235,17 @@ def extract(archive: Path | str, dest: Path) -> Extracted:
         problems = [(p, f"manifest entry {why}, not a relative path inside the bundle") for p, why in bad]
         problems += [(f"{top}/{rest}", "is not listed in the archive's manifest")
                      for rest in sorted(files) if rest not in listed and rest not in UNLISTED_OK]
+        sizes = _listed_sizes(doc)
+        problems += [(f"{top}/{rest}", f"declares {m.size} bytes; the manifest lists {sizes[rest]}")
+                     for rest, m in sorted(files.items()) if rest in sizes and m.size != sizes[rest]]
         if problems:
             return Extracted(problems=problems)
+        try:
+            free = shutil.disk_usage(dest).free
+        except OSError:
+            free = None
+        if free is not None and total > free:
+            raise BundleError(f"{archive}: extracting needs {total} bytes; {dest} has {free} free")
         try:
             tar.extractall(dest, members=[m for m in members], filter="data")
         except (tarfile.TarError, OSError) as exc:

@@ -1,7 +1,7 @@
 """The `edgepack` command: a thin shell over the Python API; each verb is one API call.
 
 Exit codes: 0 success / all gates passed, 1 a gate or verification failed (the bundle is
-still written and marked failed), 2 bad input or usage, 130 interrupted (Ctrl-C). Whatever
+still written and marked failed), 2 bad input or usage, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Whatever
 goes wrong is one line on stderr; `--debug` (anywhere on the command line) adds the traceback
 of an unexpected error and lets third-party log output and warnings through.
 """
@@ -347,7 +347,7 @@ def build(
         preflight(cfg)  # before the pipeline (and onnx, onnxruntime) is even imported
         key = None
         if sign is not None:  # a bad key is refused now, not after the build
-            from .signing import load_private_key, sign_bundle
+            from .signing import load_private_key
 
             key = load_private_key(sign)
         from .pipeline import build as run_build
@@ -355,12 +355,10 @@ def build(
         # Progress bars are for people at a terminal; logs and pipes get none.
         with _progress() as progress:
             try:
-                result = run_build(cfg, _RichReporter(progress, err))
+                result = run_build(cfg, _RichReporter(progress, err), sign_key=key)
             except SystemExit as exc:  # user code (a factory, a data entry point) that was not caught where it ran
                 raise EdgepackError(f"user code called sys.exit({exc.code!r}) during the build; no bundle was "
                                     "written") from None
-        if key is not None:
-            sign_bundle(result.bundle, key)
     except EdgepackError as exc:
         _fail(exc)
     _print_build(result, json_out)
@@ -653,13 +651,23 @@ def main() -> None:
     if debug:
         sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "--debug"]
     _set_debug(debug)
+    from .errors import Terminated, terminate_on_sigterm
+
+    terminate_on_sigterm()
     try:
         app()
+    except Terminated:
+        sys.stderr.write("terminated (SIGTERM); nothing half-written was left\n")
+        sys.exit(143)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted (Ctrl-C)\n")
         sys.exit(130)
     except SystemExit as exc:  # typer turns Ctrl-C in a command into a silent exit 130
-        if exc.code == 130 and _from_ctrl_c(exc):
+        cause = _interrupt(exc) if exc.code == 130 else None
+        if isinstance(cause, Terminated):
+            sys.stderr.write("terminated (SIGTERM); nothing half-written was left\n")
+            sys.exit(143)
+        if cause is not None:
             sys.stderr.write("interrupted (Ctrl-C)\n")
         raise
     except Exception as exc:  # noqa: BLE001 - the top-level handler: one line, exit 2
@@ -674,14 +682,15 @@ def main() -> None:
         sys.exit(2)
 
 
-def _from_ctrl_c(exc: BaseException) -> bool:
+def _interrupt(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM's Terminated) behind `exc`, if any."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, KeyboardInterrupt):
-            return True
+            return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return False
+    return None
 
 
 if __name__ == "__main__":

@@ -60,3 +60,22 @@ def one_line(exc: BaseException, limit: int = 400) -> str:
     """A third-party exception's message on one line, cut at `limit` characters."""
     text = " ".join(str(exc).split())
     return text[:limit] + ("…" if len(text) > limit else "")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that every cleanup a Ctrl-C runs (staging
+    folders, locks, the atomic swap's restore) runs for it too; exit 143."""
+
+
+def terminate_on_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` in the main thread (a no-op elsewhere)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, raise_terminated)

@@ -73,8 +73,10 @@ class BuildResult:
         return 0 if self.passed else 1
 
 
-def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
-    """Build, verify and bundle a release. Raises EdgepackError on bad input."""
+def build(config: BuildConfig, reporter: Reporter | None = None, *, sign_key=None) -> BuildResult:
+    """Build, verify and bundle a release. Raises EdgepackError on bad input. `sign_key` (an
+    ed25519 private key, edgepack.signing): the bundle is signed in its staging folder, so it
+    is committed signed or not at all."""
     rep = reporter or Reporter()
     profiles = _profiles(preflight(config), config)
     # a custom metric's file is imported (its code runs) before any slow stage: a missing one fails now
@@ -160,6 +162,10 @@ def build(config: BuildConfig, reporter: Reporter | None = None) -> BuildResult:
         if config.verify.emulate:
             manifest = _emulate_targets(manifest, profiles, root, rep)
             write_manifest(manifest, root)
+        if sign_key is not None:
+            from .signing import sign_bundle
+
+            sign_bundle(root, sign_key)
         bundle = staging.commit()
     return BuildResult(bundle=bundle, manifest=manifest)
 

@@ -387,3 +387,47 @@ def test_device_runner_unexpected_error_is_one_line(signed):
     refused(run([PY, "-c", code], env=base_env(PYTHONPATH=str(REPO))), 2, "RuntimeError", "boom", "--debug")
     debug = run([PY, "-c", code, "--debug"], env=base_env(PYTHONPATH=str(REPO)))
     assert debug.returncode == 2 and "Traceback" in debug.stderr, explain(debug)
+
+
+def test_merge_measures_sizes_from_the_files(signed, bundle_copy, work):
+    """The int8 artifact swapped for the float one, the manifest's checksum "fixed", and a
+    real device run of that bundle (its checksums match): merge judges the size gates on
+    ratios it measures from the files, so the merged int8 artifact fails its size gate
+    instead of passing on the manifest's recorded ratio."""
+    b = bundle_copy(signed)
+    m = load_manifest(b)
+    arts = {a["kind"]: a for a in m["targets"][TARGET]["artifacts"]}
+    int8, flt = arts["ort-int8"], arts["ort-float"]
+    claimed = int8["int8_size_ratio"]
+    shutil.copyfile(b / flt["path"], b / int8["path"])
+    data = (b / int8["path"]).read_bytes()
+    int8.update(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+    (b / "manifest.json").write_text(json.dumps(m, indent=2))
+    for stale in ("SHA256SUMS", "manifest.sig", "SHA256SUMS.sig"):
+        (b / stale).unlink(missing_ok=True)
+    run = device("verify", b, *RUNS, "--json", work / "swapped.json")
+    assert run.returncode == 0, explain(run)  # the runner reads the manifest's ratios: it cannot tell
+    proc = cli("merge", b, work / "swapped.json")
+    assert proc.returncode == 1, explain(proc)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    merged = {a["kind"]: a for a in load_manifest(b)["targets"][TARGET]["artifacts"]}["ort-int8"]
+    (gate,) = [v for v in merged["metrics"]["gates"] if v["gate"] == "max_int8_size_ratio"]
+    assert gate["passed"] is False and gate["value"] > 2 * claimed, (gate, claimed)
+
+
+@pytest.mark.parametrize("tamper", ["extra file", "artifact bytes changed"])
+def test_merge_into_a_tampered_bundle_is_refused(signed, bundle_copy, device_result, work, tamper):
+    """merge folds a verdict into the bundle's manifest: a bundle whose files do not match it
+    (an unlisted file, an artifact whose bytes changed) is refused, naming the file, and its
+    manifest is left as it was."""
+    b = bundle_copy(signed)
+    before = (b / "manifest.json").read_bytes()
+    if tamper == "extra file":
+        (b / TARGET / "run_me.sh").write_text("#!/bin/sh\necho hi\n")
+        name = f"{TARGET}/run_me.sh"
+    else:
+        flip(b / f"{TARGET}/model.int8.ort")
+        name = f"{TARGET}/model.int8.ort"
+    (work / "r.json").write_text(json.dumps(device_result))
+    refused(cli("merge", b, work / "r.json"), 1, name, "refused")
+    assert (b / "manifest.json").read_bytes() == before

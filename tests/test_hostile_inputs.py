@@ -8,6 +8,7 @@ and that nothing appeared outside the output folder.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -411,3 +412,52 @@ def test_corrupt_archive_is_exit_2(built, tmp_path, damage):
 
 def test_merge_into_an_archive_is_refused(built):
     one_error(cli("verify", built.parent / "tiny-0.1.0.tar.gz", "--merge", *RUNS), "tiny-0.1.0.tar.gz", "--merge")
+
+
+def test_decompression_bomb_is_refused_before_it_is_read(built, tmp_path):
+    """A member declaring far more bytes than the archive could expand to is refused from its
+    header, before anything is decompressed or written (exit 2, naming the archive)."""
+    good = built.parent / "tiny-0.1.0.tar.gz"
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(good) as src, gzip.open(bomb, "wb") as gz:
+        top = src.getmembers()[0].name
+        ti = tarfile.TarInfo(f"{top}/weights.bin")
+        ti.size = 20 << 30
+        gz.write(ti.tobuf(format=tarfile.GNU_FORMAT))
+        gz.write(b"\0" * (1 << 20))  # a little of its data: a real bomb's would follow
+    one_error(cli("verify", bomb, *RUNS), "bomb.tar.gz", "decompression bomb")
+    assert tree(tmp_path) == {"bomb.tar.gz"}
+
+
+def test_entry_size_not_the_manifests_fails_verify(built, tmp_path):
+    """An archive whose artifact entry holds other bytes than its manifest lists (here one
+    byte more) is refused from the entry headers, naming the file, before extraction."""
+    good = built.parent / "tiny-0.1.0.tar.gz"
+    evil = tmp_path / "evil.tar.gz"
+    target = same_isa_target()
+    with tarfile.open(good) as src, tarfile.open(evil, "w:gz") as tar:
+        for m in src.getmembers():
+            data = src.extractfile(m).read() if m.isfile() else None
+            if m.isfile() and m.name.endswith(f"{target}/model.int8.ort"):
+                data += b"\0"
+                m.size = len(data)
+            tar.addfile(m, io.BytesIO(data) if data is not None else None)
+    verify_fails(cli("verify", evil, *RUNS), "model.int8.ort", "manifest lists")
+
+
+def test_device_runner_verifies_an_archive_and_refuses_a_hostile_one(built, tmp_path):
+    """`python -m edgepack.device verify` takes the release archive as it is shipped: the good
+    one verifies, one with an entry escaping the extraction folder fails naming it, and
+    nothing is written outside the temporary extraction folder."""
+    good = built.parent / "tiny-0.1.0.tar.gz"
+    proc = device("verify", good, *RUNS)
+    assert proc.returncode == 0, explain(proc)
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    evil = hostile_archive(good, work / "evil.tar.gz", lambda t, top: _file(t, f"{top}/../../escaped.txt"))
+    before = tree(tmp_path)
+    proc = device("verify", evil, *RUNS)
+    assert proc.returncode == 1, explain(proc)
+    no_traceback(proc)
+    assert "escaped.txt" in proc.stdout + proc.stderr
+    assert tree(tmp_path) == before

@@ -561,3 +561,26 @@ def test_a_malformed_source_date_epoch_is_one_line(box):
     one_error(box.build(), "SOURCE_DATE_EPOCH")
     assert not (box.out / NAME).exists()
     box.nothing_outside()
+
+
+def test_sigterm_cleans_up_and_says_so(box, old_bundle):
+    """SIGTERM (what a CI runner or `timeout` sends) once the build is writing its staging
+    area: exit 143 with one line, the staging area and lock removed at once (not left for the
+    next build), the old bundle intact, nothing outside --out."""
+    _place(old_bundle, box.out)
+    before = tree_digest(box.out / NAME)
+    args = [PY, "-m", "edgepack", *map(str, box.args(targets="x86-64,rpi4"))]
+    proc = subprocess.Popen(args, cwd=box.work, env=box.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    while proc.poll() is None and not any(".staging-" in p.name for p in box.out.iterdir()):
+        time.sleep(0.02)
+    assert proc.poll() is None, "the build ended before its staging area appeared"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (proc.returncode, out, err)
+    assert "Traceback" not in out + err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "terminated (SIGTERM)" in lines[0], err
+    assert leftovers(box.out) == []
+    assert tree_digest(box.out / NAME) == before
+    box.nothing_outside()

@@ -75,6 +75,35 @@ def _file_problem(root: Path, entry: dict | None, seen: dict | None = None) -> s
     return None
 
 
+def bundle_tampering(root: Path, manifest: dict) -> list[str]:
+    """Everything in the bundle folder that does not match its manifest: files not accounted
+    for (safepath.bundle_file_problems: unlisted, symlinks, escaping entries) and listed files
+    missing or with another sha256; each as "path: reason"."""
+    from ..safepath import bundle_file_problems
+
+    root = Path(root)
+    problems = [f"{where}: {why}" for where, why in bundle_file_problems(root, manifest)]
+    entries: dict[str, dict] = {}
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            if isinstance(obj.get("path"), str) and "sha256" in obj and "size_bytes" in obj:
+                entries.setdefault(obj["path"], obj)
+            for k, v in obj.items():
+                if k != "source":
+                    walk(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v)
+
+    walk(manifest)
+    for path in sorted(entries):
+        why = _file_problem(root, entries[path])
+        if why and not any(p.startswith(f"{path}:") for p in problems):
+            problems.append(why)
+    return problems
+
+
 def numerics_label(profile: dict, runtime: str, runtime_version: str, host: dict) -> str:
     """"device-exact" only when this machine has the target's ISA *and* runs the runtime
     version the profile pins for the device; anything else is "host"."""
@@ -256,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgepack.device", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="verify a bundle's artifacts on this machine")
-    v.add_argument("bundle", type=Path)
+    v.add_argument("bundle", type=Path, help="a bundle folder or its release archive (.tar.gz)")
     v.add_argument("--target")
     v.add_argument("--artifacts",
                    help="comma-separated artifact kinds to verify (default: all), e.g. ort-float,ort-int8")
@@ -267,8 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.artifacts.split(",") if k.strip()] if args.artifacts else None
+    from ..errors import Terminated, terminate_on_sigterm
+
+    terminate_on_sigterm()
     try:
         return _run(args, kinds)
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C)", file=sys.stderr)
         return 130
@@ -284,8 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args, kinds) -> int:
     try:
-        result = verify_bundle(args.bundle, args.target, artifacts=kinds, threads=args.threads, warmup=args.warmup,
-                               runs=args.runs)
+        result = _verify_path(args, kinds)
         if args.json:
             try:
                 args.json.write_text(dumps(result), encoding="utf-8")
@@ -296,6 +330,24 @@ def _run(args, kinds) -> int:
         return 2
     print("\n".join(summary_lines(result)))
     return 0 if result["passed"] else 1
+
+
+def _verify_path(args, kinds) -> dict:
+    """verify_bundle on a bundle folder, or on a release archive's bundle after every entry
+    was checked (edgepack.archive.extract) and extracted into a temporary folder."""
+    from ..archive import extract, is_archive
+
+    if not is_archive(args.bundle):
+        return verify_bundle(args.bundle, args.target, artifacts=kinds, threads=args.threads, warmup=args.warmup,
+                             runs=args.runs)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgepack-device-") as tmp:
+        got = extract(args.bundle, Path(tmp))
+        if got.problems:
+            return refused_result(args.bundle.name, got.problems, kinds)
+        return verify_bundle(got.bundle, args.target, artifacts=kinds, threads=args.threads, warmup=args.warmup,
+                             runs=args.runs)
 
 
 if __name__ == "__main__":

@@ -88,8 +88,11 @@ def provenance_problem(manifest: Manifest, result: DeviceResult) -> str | None:
     return None
 
 
-def merge_device_result(manifest: Manifest, result: DeviceResult, *, merged_utc: str) -> Manifest:
-    """A copy of `manifest` with `result` folded in (see the module doc).
+def merge_device_result(manifest: Manifest, result: DeviceResult, *, merged_utc: str,
+                        ratios: dict[tuple[str, str], dict] | None = None) -> Manifest:
+    """A copy of `manifest` with `result` folded in (see the module doc). `ratios`: the size
+    ratios measured from the bundle's files per (target, kind) (verification.sizes), which the
+    re-evaluated size gates read instead of the manifest's.
 
     Raises BundleError when the result is of another bundle or names a target or artifact
     the bundle does not have."""
@@ -112,11 +115,18 @@ def merge_device_result(manifest: Manifest, result: DeviceResult, *, merged_utc:
                 raise BundleError(f"device result names artifact {tname}/{res.kind}, which the bundle does not have")
             i = by_kind[res.kind]
             merged, exact, failed = _merge_artifact(artifacts[i], res, where, target.gates.model_dump(),
-                                                    manifest.baseline.metrics.model_dump())
+                                                    manifest.baseline.metrics.model_dump(),
+                                                    (ratios or {}).get((tname, res.kind)))
             artifacts[i] = merged
             exact_any |= exact
             reported_failure |= failed
         targets[tname] = target.model_copy(update={"artifacts": artifacts})
+    if ratios:  # every artifact's size verdicts from what was measured now, device run or not
+        for tname, target in list(targets.items()):
+            gates = target.gates.model_dump()
+            targets[tname] = target.model_copy(update={"artifacts": [
+                _measured_sizes(a, gates, ratios[(tname, a.kind)]) if (tname, a.kind) in ratios else a
+                for a in target.artifacts]})
     problems = list(result.problems)
     if not result.passed and not reported_failure:
         # The runner said "failed" but gave no reason we can attach: keep its word.
@@ -127,8 +137,21 @@ def merge_device_result(manifest: Manifest, result: DeviceResult, *, merged_utc:
     return with_defaults(out.with_verdict())
 
 
+def _measured_sizes(entry: ArtifactEntry, gates: dict, ratios: dict) -> ArtifactEntry:
+    """`entry` with its size-gate verdicts judged on `ratios` (measured from the files)."""
+    from .sizes import MEASURED_NOTE, SIZE_GATES
+
+    verdicts = evaluate_gates({g: gates.get(g) for g in SIZE_GATES}, metrics={}, baseline={},
+                              precision=entry.precision, ratios=ratios, latency=None, latency_is_device=False)
+    for v in verdicts:
+        v["note"] = f"{v['note']}; {MEASURED_NOTE}"
+    kept = [v for v in entry.metrics.gates if v.gate not in SIZE_GATES]
+    metrics = entry.metrics.model_copy(update={"gates": kept + [GateVerdict.model_validate(v) for v in verdicts]})
+    return entry.model_copy(update={"metrics": metrics, **{k: v for k, v in ratios.items() if v is not None}})
+
+
 def _merge_artifact(entry: ArtifactEntry, res: DeviceArtifactResult, where: str, gates: dict,
-                    baseline: dict) -> tuple[ArtifactEntry, bool, bool]:
+                    baseline: dict, measured: dict | None = None) -> tuple[ArtifactEntry, bool, bool]:
     """(merged entry, whether its numbers were device-exact, whether a failure was recorded)."""
     m = entry.metrics
     failures = list(m.device_failures)
@@ -154,8 +177,9 @@ def _merge_artifact(entry: ArtifactEntry, res: DeviceArtifactResult, where: str,
                 update["device_latency"] = latency
             verdicts = evaluate_gates(gates, metrics=numbers.model_dump(), baseline=baseline,
                                       precision=entry.precision,
-                                      ratios={"size_ratio": entry.size_ratio, "weight_ratio": entry.weight_ratio,
-                                              "int8_size_ratio": entry.int8_size_ratio},
+                                      ratios=measured or {"size_ratio": entry.size_ratio,
+                                                          "weight_ratio": entry.weight_ratio,
+                                                          "int8_size_ratio": entry.int8_size_ratio},
                                       latency=latency.model_dump(), latency_is_device=latency_is_device)
             update.update(numerics={**m.numerics, "device-exact": numbers}, gate_numerics="device-exact",
                           gates=[GateVerdict.model_validate(v) for v in verdicts])

@@ -1,8 +1,8 @@
 """Size gates judged from the bundle's files, not from the manifest's claims (host only).
 
 The device runner (numpy and one runtime) cannot parse every format's constants, so it
-judges the size gates on the ratios the manifest records. `edgepack verify` on the host
-measures them again: file bytes and constant payload bytes (`edgepack.inspection`) of each
+judges the size gates on the ratios the manifest records. `edgepack verify` and `edgepack
+merge` on the host measure them again: file bytes and constant payload bytes (`edgepack.inspection`) of each
 artifact against the float artifact of the same runtime in its target (or the bundle's
 baseline/model.float.onnx), and against the theoretical int8 size of that baseline graph,
 and replaces the runner's size verdicts with verdicts on what it measured. A manifest that
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import BundleError
 from .gates import EIGHT_BIT, all_passed, evaluate_gates
 
 SIZE_GATES = ("max_int8_size_ratio", "max_weight_ratio", "max_size_ratio")
@@ -48,6 +49,23 @@ class _Measure:
         return {"size_ratio": path.stat().st_size / max(ref_path.stat().st_size, 1),
                 "weight_ratio": self.weights(entry["path"]) / max(self.weights(ref), 1),
                 "int8_size_ratio": self.weights(entry["path"]) / floor if floor else None}
+
+
+def measured_ratios(root: Path | str, manifest: dict, wanted) -> dict[tuple[str, str], dict]:
+    """{(target, kind): {size_ratio, weight_ratio, int8_size_ratio}} measured from the files
+    for each (target, kind) in `wanted`. BundleError when one cannot be measured (its size
+    gates are then not judged from the manifest's claim instead)."""
+    measure = _Measure(Path(root), manifest)
+    out = {}
+    for tname, kind in wanted:
+        target = manifest["targets"][tname]
+        entry = next(a for a in target["artifacts"] if a["kind"] == kind)
+        try:
+            out[(tname, kind)] = measure.ratios(target, entry)
+        except Exception as exc:  # noqa: BLE001 - no measured number, no verdict: the caller refuses
+            raise BundleError(f"{entry['path']}: its size could not be measured from the file: "
+                              f"{' '.join(str(exc).split())[:200]}") from None
+    return out
 
 
 def regate_sizes(root: Path | str, manifest: dict, result: dict) -> dict:
