@@ -26,7 +26,14 @@ from pathlib import Path
 
 from .errors import BundleError, one_line
 from .manifest.jsonio import MANIFEST_SCHEMA, SchemaMismatch, check_schema, read_json, sha256_file
-from .safepath import UNLISTED_OK, bundle_file_problems, component_problem, listed_paths, relative_path_problem
+from .safepath import (
+    UNLISTED_OK,
+    bundle_file_problems,
+    component_problem,
+    file_entries,
+    listed_paths,
+    relative_path_problem,
+)
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 MAX_MANIFEST_BYTES = 64 << 20
@@ -140,25 +147,6 @@ class Extracted:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _listed_sizes(manifest: dict) -> dict[str, int]:
-    """path -> size_bytes of every file entry the manifest lists with a size."""
-    sizes: dict[str, int] = {}
-
-    def walk(obj):
-        if isinstance(obj, dict):
-            if isinstance(obj.get("path"), str) and "sha256" in obj and isinstance(obj.get("size_bytes"), int):
-                sizes.setdefault(obj["path"], obj["size_bytes"])
-            for k, v in obj.items():
-                if k != "source":
-                    walk(v)
-        elif isinstance(obj, list):
-            for v in obj:
-                walk(v)
-
-    walk(manifest)
-    return sizes
-
-
 def extract(archive: Path | str, dest: Path) -> Extracted:
     """Check every entry of `archive`, then extract its bundle under `dest` (a fresh folder).
 
@@ -235,7 +223,7 @@ def extract(archive: Path | str, dest: Path) -> Extracted:
         problems = [(p, f"manifest entry {why}, not a relative path inside the bundle") for p, why in bad]
         problems += [(f"{top}/{rest}", "is not listed in the archive's manifest")
                      for rest in sorted(files) if rest not in listed and rest not in UNLISTED_OK]
-        sizes = _listed_sizes(doc)
+        sizes = {path: e["size_bytes"] for path, e in file_entries(doc).items()}
         problems += [(f"{top}/{rest}", f"declares {m.size} bytes; the manifest lists {sizes[rest]}")
                      for rest, m in sorted(files.items()) if rest in sizes and m.size != sizes[rest]]
         if problems:

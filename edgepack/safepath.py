@@ -98,6 +98,26 @@ def listed_paths(manifest: dict) -> tuple[set[str], list[tuple[str, str]]]:
     return listed, bad
 
 
+def file_entries(manifest: dict) -> dict[str, dict]:
+    """path -> the first {"path", "sha256", "size_bytes", ...} entry naming it, over the whole
+    manifest (the user's `source` left out: it is not a bundle file)."""
+    entries: dict[str, dict] = {}
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            if isinstance(obj.get("path"), str) and "sha256" in obj and isinstance(obj.get("size_bytes"), int):
+                entries.setdefault(obj["path"], obj)
+            for k, v in obj.items():
+                if k != "source":
+                    walk(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v)
+
+    walk(manifest)
+    return entries
+
+
 def bundle_file_problems(root: Path, manifest: dict) -> list[tuple[str, str]]:
     """(where, reason) for everything in a bundle folder its manifest does not account for:
     manifest paths outside the bundle, symlinks, special files, files not listed."""

@@ -79,24 +79,11 @@ def bundle_tampering(root: Path, manifest: dict) -> list[str]:
     """Everything in the bundle folder that does not match its manifest: files not accounted
     for (safepath.bundle_file_problems: unlisted, symlinks, escaping entries) and listed files
     missing or with another sha256; each as "path: reason"."""
-    from ..safepath import bundle_file_problems
+    from ..safepath import bundle_file_problems, file_entries
 
     root = Path(root)
     problems = [f"{where}: {why}" for where, why in bundle_file_problems(root, manifest)]
-    entries: dict[str, dict] = {}
-
-    def walk(obj):
-        if isinstance(obj, dict):
-            if isinstance(obj.get("path"), str) and "sha256" in obj and "size_bytes" in obj:
-                entries.setdefault(obj["path"], obj)
-            for k, v in obj.items():
-                if k != "source":
-                    walk(v)
-        elif isinstance(obj, list):
-            for v in obj:
-                walk(v)
-
-    walk(manifest)
+    entries = file_entries(manifest)
     for path in sorted(entries):
         why = _file_problem(root, entries[path])
         if why and not any(p.startswith(f"{path}:") for p in problems):
