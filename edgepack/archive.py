@@ -17,7 +17,9 @@ import datetime as _dt
 import gzip
 import json
 import os
+import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -44,6 +46,13 @@ MAX_MANIFEST_BYTES = 64 << 20
 MAX_EXPANSION = 100
 EXPANSION_ALLOWANCE = 256 << 20
 MAX_ENTRIES = 100_000
+# What `pack` replaces at its destination: only an archive it wrote (a gzip'd tar whose first
+# entry is a `<name>-<version>/` folder holding manifest.json, judged from the first headers)
+# and only a checksum file it wrote (one `<sha256>  <archive name>` line).
+PROBE_HEADERS = 64
+MAX_SHA256_FILE_BYTES = 4096
+_SHA256_LINE = re.compile(r"([0-9a-f]{64})  ([^\n/\\]+)\n?")
+_KEEP = "edgepack replaces only an archive and checksum file it wrote: move it away, or choose another --out"
 
 
 def is_archive(path: Path) -> bool:
@@ -98,8 +107,7 @@ def pack(bundle: Path | str, out: Path | str | None = None) -> tuple[Path, str]:
         raise BundleError(f"{out}: an archive's name ends in .tar.gz or .tgz")
     if out.resolve().is_relative_to(root.resolve()):
         raise BundleError(f"{out}: the archive cannot go inside the bundle it packs")
-    if out.is_dir():
-        raise BundleError(f"{out}: is a folder; give the archive's file name")
+    check_pack_destination(out)  # before anything is written
     files = sorted(listed | {n for n in UNLISTED_OK if (root / n).is_file()})
     folders = sorted({"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)})
     mtime = _mtime(manifest)
@@ -129,14 +137,114 @@ def pack(bundle: Path | str, out: Path | str | None = None) -> tuple[Path, str]:
                                     tar.addfile(info(name, False, os.fstat(f.fileno()).st_size), f)
             digest = sha256_file(Path(tmp))
             os.chmod(tmp, 0o644)
-            os.replace(tmp, out)
+            sha_fd, sha_tmp = tempfile.mkstemp(prefix=f".{out.name}.sha256.", suffix=".tmp", dir=out.parent)
+            try:
+                with os.fdopen(sha_fd, "w", encoding="utf-8") as f:
+                    f.write(f"{digest}  {out.name}\n")
+                os.chmod(sha_tmp, 0o644)
+                os.replace(tmp, out)  # a rename: never follows a link at the destination
+                os.replace(sha_tmp, f"{out}.sha256")
+            except BaseException:
+                Path(sha_tmp).unlink(missing_ok=True)
+                raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        Path(f"{out}.sha256").write_text(f"{digest}  {out.name}\n", encoding="utf-8")
     except OSError as exc:
         raise BundleError(f"{exc.filename or out}: cannot write the archive ({exc.strerror or exc})") from None
     return out, digest
+
+
+def check_pack_destination(out: Path | str) -> None:
+    """BundleError naming the path unless `out` and `out.sha256` may be written: each absent,
+    or an archive (checksum file) edgepack wrote. Nothing is followed or written: a symbolic
+    link, a folder or any other file there stops the pack (and `build --archive` before it
+    builds)."""
+    out = Path(out)
+    if not out.name.endswith(ARCHIVE_SUFFIXES):
+        raise BundleError(f"{out}: an archive's name ends in .tar.gz or .tgz")
+    why = _archive_destination_problem(out)
+    if why:
+        raise BundleError(f"{out}: {why}; {_KEEP}")
+    sha = Path(f"{out}.sha256")
+    why = _sha256_destination_problem(sha, out.name)
+    if why:
+        raise BundleError(f"{sha}: {why}; {_KEEP}")
+
+
+def _kind(st: os.stat_result) -> str | None:
+    """What a path that must be a plain file is instead, or None for a regular file."""
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder where the file would go"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a pipe, socket or device)"
+    return None
+
+
+def _existing(path: Path) -> tuple[os.stat_result | None, str | None]:
+    """(lstat of `path` or None when absent, why it cannot be a file edgepack replaces)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot be checked ({exc.strerror or exc})"
+    return st, _kind(st)
+
+
+def _archive_destination_problem(out: Path) -> str | None:
+    st, why = _existing(out)
+    if st is None or why:
+        return why
+    not_ours = "exists and is not an archive written by `edgepack pack`"
+    limit = MAX_EXPANSION * st.st_size + EXPANSION_ALLOWANCE
+    try:
+        fd = os.open(out, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as raw:
+            if not stat.S_ISREG(os.fstat(raw.fileno()).st_mode) or raw.read(2) != b"\x1f\x8b":
+                return not_ours
+            raw.seek(0)
+            with tarfile.open(fileobj=raw, mode="r|gz") as tar:
+                top, total = None, 0
+                for i, m in enumerate(tar):  # headers in order; stops at the manifest or after a few
+                    if i >= PROBE_HEADERS:
+                        return not_ours
+                    total += max(m.size, 0)
+                    if total > limit:
+                        return not_ours
+                    name = m.name.rstrip("/")
+                    if top is None:
+                        if not m.isdir() or component_problem(name) or "-" not in name:
+                            return not_ours
+                        top = name
+                    elif name == f"{top}/manifest.json":
+                        return None if m.isfile() else not_ours
+                    elif not name.startswith(f"{top}/"):
+                        return not_ours
+    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error):
+        return not_ours
+    return not_ours
+
+
+def _sha256_destination_problem(sha: Path, archive_name: str) -> str | None:
+    st, why = _existing(sha)
+    if st is None or why:
+        return why
+    not_ours = f"exists and is not the checksum file `edgepack pack` writes for {archive_name}"
+    if st.st_size > MAX_SHA256_FILE_BYTES:
+        return not_ours
+    try:
+        fd = os.open(sha, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            text = f.read(MAX_SHA256_FILE_BYTES + 1).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return not_ours
+    m = _SHA256_LINE.fullmatch(text)
+    if m is None or m.group(2) != archive_name:
+        return not_ours
+    return None
 
 
 @dataclass

@@ -173,6 +173,19 @@ def tiny_batch4_model(model_dir) -> Path:
     return models.tiny_onnx(model_dir / "tiny_b4.onnx", batch=4)
 
 
+@pytest.fixture(scope="module")
+def old_bundle(tmp_path_factory, tiny_model, tiny_calib) -> Path:
+    """A real bundle of the tiny model (built in-process, x86-64 only) that tests copy beside
+    their output as the one a build must keep or replace."""
+    from edgepack.api import build
+
+    out = tmp_path_factory.mktemp("old")
+    result = build({"name": "tiny", "model": {"onnx": str(tiny_model)}, "data": {"calibration": str(tiny_calib)},
+                    "targets": ["x86-64"], "out": str(out), "verify": {"latency_runs": 2}})
+    assert result.bundle == out / "tiny-0.1.0"
+    return result.bundle
+
+
 @pytest.fixture(scope="session")
 def tiny_calib(model_dir) -> Path:
     p = model_dir / "tiny_calib.npy"

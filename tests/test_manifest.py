@@ -196,19 +196,21 @@ def test_report_lists_every_failure_and_gate_direction(unseen_bundle):
 # Staging
 
 
-def test_staging_commits_only_complete_bundles(tmp_path):
-    final = tmp_path / "out" / "model-1.0"
+def test_staging_commits_only_complete_bundles(tmp_path, digits_example):
+    old = digits_example.bundle
+    final = tmp_path / "out" / old.name
     with Staging(final) as st:
-        (st.path / "manifest.json").write_text('{"schema": "edgepack.manifest/2", "name": "model", "version": "1.0"}')
-        assert not final.exists() and st.path.parent.name.startswith(".model-1.0.staging-")
+        shutil.copytree(old, st.path, dirs_exist_ok=True)
+        assert not final.exists() and st.path.parent.name.startswith(f".{old.name}.staging-")
         st.commit()
     assert (final / "manifest.json").is_file() and not st.path.exists()
+    before = (final / "manifest.json").read_bytes()
 
-    with pytest.raises(RuntimeError), Staging(final) as st:
+    with pytest.raises(RuntimeError), Staging(final) as st:  # replacing a whole bundle, then failing
         (st.path / "half.txt").write_text("x")
         raise RuntimeError("a stage failed")
     assert not st.path.exists()
-    assert (final / "manifest.json").is_file() and not (final / "half.txt").exists()  # the old bundle is intact
+    assert (final / "manifest.json").read_bytes() == before and not (final / "half.txt").exists()  # intact
 
 
 def test_python_api_reads_results_by_name(digits_example):
