@@ -12,7 +12,9 @@ Errors a caller can cause raise `edgepack.EdgepackError` subclasses with one-lin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,10 +78,33 @@ def verify(bundle: str | Path, *, target: str | None = None, artifacts: list[str
     Size and weight gates are judged on ratios measured from the files (not the manifest's).
     `key`: an ed25519 public key file; the bundle must be signed with it (VerificationFailed
     naming the file otherwise). `merge=True` folds the result into the bundle's manifest and report."""
+    with _private_tmp():
+        return _verify(Path(bundle), target, artifacts, threads, runs, emulate, merge, key, reporter)
+
+
+@contextlib.contextmanager
+def _private_tmp():
+    """$TMPDIR and Python's temp folder pointed at a folder of our own for the call, removed
+    after it: native code leaves files there (onnxruntime's telemetry session file `.ses`)."""
+    import tempfile
+
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    with tempfile.TemporaryDirectory(prefix="edgepack-verify-tmp-") as tmp:
+        tempfile.tempdir = os.environ["TMPDIR"] = tmp
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved[0]
+            if saved[1] is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = saved[1]
+
+
+def _verify(bundle: Path, target, artifacts, threads, runs, emulate, merge, key, reporter) -> VerifyResult:
     from .archive import is_archive
     from .verification.device import verify_bundle
 
-    bundle = Path(bundle)
     if is_archive(bundle):
         if merge:
             raise BundleError(f"{bundle}: --merge writes into a bundle folder, not an archive; verify the folder")
@@ -184,9 +209,12 @@ def _merge_into(bundle: Path, result: DeviceResult, source: str = "device runner
     if why:
         raise VerificationFailed(f"{source}: refused: {why}")
     every = [(t, a.kind) for t, target in current.targets.items() for a in target.artifacts]
-    manifest = merge_device_result(current, result,
-                                   merged_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                                   ratios=measured_ratios(bundle, doc, every))
+    try:
+        manifest = merge_device_result(current, result,
+                                       merged_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                       ratios=measured_ratios(bundle, doc, every))
+    except BundleError as exc:  # of another bundle, or naming what this one does not have
+        raise VerificationFailed(f"{source}: refused: {exc}") from None
     write_manifest(manifest, bundle)
     return manifest
 

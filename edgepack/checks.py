@@ -198,6 +198,8 @@ def _data_file_problems(src: DataSource, i: Inputs) -> list[Problem]:
             return [(loc, (f"{role} data {spec} is an image folder: declare its preprocessing "
                           "([data.preprocess] size, mean, std, channel_order, layout)"))]
         return []
+    if not p.is_file():  # a FIFO would block the reads below
+        return [(loc, f"{role} data {spec} is not a regular file (a pipe or device); expected a .npy or .npz file")]
     suffix = p.suffix.lower()
     if suffix == ".npz":
         try:

@@ -64,6 +64,11 @@ def _fail(exc: EdgepackError) -> None:
     # Plain write: messages contain "[model]"-style names that rich would read as markup,
     # and must stay one line whatever the terminal width. A refusal of what was verified
     # (a signature, a device result) is exit 1; anything else the user can fix is exit 2.
+    from .errors import sigterm_received
+
+    if sigterm_received():  # a stage wrapped the Terminated it was interrupted by
+        sys.stderr.write("terminated (SIGTERM); nothing half-written was left\n")
+        raise typer.Exit(143)
     code = getattr(exc, "exit_code", 2)
     sys.stderr.write(f"{'failed' if code == 1 else 'error'}: {' '.join(str(exc).split())}\n")
     raise typer.Exit(code)
@@ -345,6 +350,10 @@ def build(
             })
             cfg = config_from_dict(data, source="command line", style="flags", problems=problems)
         preflight(cfg)  # before the pipeline (and onnx, onnxruntime) is even imported
+        if archive:  # the archive's place is checked before the build, so a refusal leaves the old bundle as it was
+            from .archive import check_pack_destination
+
+            check_pack_destination(Path(cfg.out).resolve() / f"{cfg.name}-{cfg.version}.tar.gz")
         key = None
         if sign is not None:  # a bad key is refused now, not after the build
             from .signing import load_private_key
@@ -465,7 +474,7 @@ def verify(
     artifacts: Optional[str] = typer.Option(None, "--artifacts",
                                             help="only these artifact kinds, comma-separated "
                                                  "(e.g. ort-float,ort-int8)"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=1024),
     runs: int = typer.Option(50, "--runs", min=1, help="latency runs per artifact"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the result JSON here"),
     emulate: bool = typer.Option(False, "--emulate", help="run ARM targets in an emulated device userland (qemu-user)"),
@@ -491,6 +500,10 @@ def verify(
                 raise BundleError(f"{json_path}: cannot write the result ({exc.strerror})") from None
     except EdgepackError as exc:
         _fail(exc)
+    if key is None and checked.result.passed:
+        out.print("note: no --key: the files were measured and hashed, but the gate thresholds and checksums "
+                  "are the manifest's own, which anyone can edit; sign bundles (build --sign) and verify with "
+                  "--key to bind them", highlight=False, soft_wrap=True)
     _print_device_result(checked.result)
     if checked.manifest is not None:
         out.print(f"merged into {bundle}/manifest.json and report.md: {checked.manifest.status}", highlight=False)
@@ -570,10 +583,26 @@ def sign(bundle: Path = typer.Argument(..., help="a dist/<name>-<version> folder
         from .manifest.files import read_manifest
 
         read_manifest(bundle)  # an edgepack bundle, with a valid manifest
+        _refuse_tampered(bundle)
         written = sign_bundle(bundle, key_file)
     except EdgepackError as exc:
         _fail(exc)
     out.print(f"signed: {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+
+
+def _refuse_tampered(bundle: Path) -> None:
+    """A signature vouches for what the bundle holds: refuse (exit 1) a bundle that does not
+    match its own manifest (an unlisted or changed file, a symlink), naming the first problem."""
+    from .errors import VerificationFailed
+    from .signing import SIGNATURES, SUMS
+    from .verification.device import bundle_tampering, read_bundle_manifest
+
+    problems = bundle_tampering(bundle, read_bundle_manifest(bundle))
+    problems += [f"{name}: is not a plain file" for name in (SUMS, *SIGNATURES)
+                 if (bundle / name).is_symlink() or ((bundle / name).exists() and not (bundle / name).is_file())]
+    if problems:
+        raise VerificationFailed(f"{bundle}: refused to sign: {problems[0]}"
+                                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
 
 @app.command("targets")
@@ -671,6 +700,11 @@ def main() -> None:
             sys.stderr.write("interrupted (Ctrl-C)\n")
         raise
     except Exception as exc:  # noqa: BLE001 - the top-level handler: one line, exit 2
+        from .errors import sigterm_received
+
+        if sigterm_received():  # Terminated, turned into another error by native code on its way up
+            sys.stderr.write("terminated (SIGTERM); nothing half-written was left\n")
+            sys.exit(143)
         if _DEBUG["on"]:
             import traceback
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -37,7 +38,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
-from .targets import ArtifactKind
+from .targets import MAX_THREADS, ArtifactKind, too_deep
 from .wording import (
     CALIBRATION_METHODS,
     DISTILL_MODES,
@@ -82,7 +83,20 @@ def _style(info: ValidationInfo | None) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: TOML has `nan` and `inf`, and a gate of `min_sqnr_db = nan` compares
+    # false with everything (a failed build, worded "needs ≥ nan"): every number must be finite.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# Upper bounds of counts that have an obvious range: past them a value is a typo (or an
+# attack) that would otherwise run for ever, allocate without end or reach the manifest.
+MAX_LATENCY_RUNS = 100_000
+MAX_WARMUP_RUNS = 10_000
+MAX_GOLDEN_SAMPLES = 10_000
+MAX_SEARCH_SECONDS = 7 * 24 * 3600.0
+# How deep a config's tables and arrays may nest (edgepack's own nest 4 levels at most);
+# deeper, the config is refused before anything walks it recursively.
+MAX_CONFIG_DEPTH = 64
 
 
 INPUT_DTYPES = ("float32", "float16", "int64", "int32", "bool")
@@ -198,10 +212,10 @@ class DataSection(_Strict):
 
 
 class VerifySection(_Strict):
-    warmup_runs: int = Field(10, ge=0)
-    latency_runs: int = Field(50, ge=1)
-    golden_samples: int = Field(5, ge=1)
-    host_threads: int | None = Field(None, ge=1, description="override the profile threads")
+    warmup_runs: int = Field(10, ge=0, le=MAX_WARMUP_RUNS)
+    latency_runs: int = Field(50, ge=1, le=MAX_LATENCY_RUNS)
+    golden_samples: int = Field(5, ge=1, le=MAX_GOLDEN_SAMPLES)
+    host_threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="override the profile threads")
     emulate: bool = Field(False, description="run targets of another ISA in an emulated device userland")
     required_artifacts: list[ArtifactKind] | None = Field(
         None, description="artifacts every target needs (default: each profile's required_artifacts, else all it "
@@ -213,7 +227,8 @@ class SearchSection(_Strict):
     gate (edgepack.search). `max_trials = 0` turns it off."""
 
     max_trials: int = Field(8, ge=0, le=100, description="candidates tried per failing int8 artifact")
-    max_seconds: float = Field(600.0, gt=0, description="wall-clock budget per failing int8 artifact")
+    max_seconds: float = Field(600.0, gt=0, le=MAX_SEARCH_SECONDS,
+                               description="wall-clock budget per failing int8 artifact (at most a week)")
     diagnose: bool = Field(True, description="per-node diagnosis of every ONNX int8 graph (manifest and report)")
 
 
@@ -253,8 +268,9 @@ class PruneSection(_Strict):
     global_pruning: bool = Field(False, alias="global", description="rank all layers together instead of each alone")
     per_layer: dict[str, float] = Field({}, description="module name -> ratio, overriding `ratio` there")
     ignore: list[str] = Field([], description="module names left untouched (with their sub-modules)")
-    round_to: int | None = Field(None, ge=1, description="kept widths are rounded to the nearest multiple of this; "
-                                                      "default: the first target's round_to")
+    round_to: int | None = Field(None, ge=1, le=1024,
+                                 description="kept widths are rounded to the nearest multiple of this; "
+                                             "default: the first target's round_to")
     steps: int = Field(1, ge=1, le=100,
                        description="iterative pruning steps (distillation epochs are spread over them)")
     recalibrate_bn: bool = Field(True, description="re-estimate BatchNorm statistics on calibration data after pruning")
@@ -361,6 +377,14 @@ class TaskSection(_Strict):
     gates: dict[str, float] = Field({}, description="metric -> threshold, overriding the task's default gates "
                                                     "(a custom metric: any metric it returns)")
 
+    @field_validator("options")
+    @classmethod
+    def _finite_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = _non_finite(v)
+        if bad:
+            raise ValueError(f"option {bad[0]!r} is {bad[1]}; expected a finite number")
+        return v
+
     @model_validator(mode="after")
     def _task_builds(self):
         from .verification.tasks import make_task, split_entry_point  # numpy only
@@ -465,6 +489,17 @@ class BuildConfig(_Strict):
                              "(it becomes a folder name)")
         return v
 
+    @field_validator("targets_dirs")
+    @classmethod
+    def _existing_folders(cls, v: list[Path], info: ValidationInfo) -> list[Path]:
+        shown = (info.context or {}).get("shown_base")
+        for p in v:
+            if not p.is_dir():
+                what = "does not exist" if not p.exists() else "is not a folder"
+                raise ValueError(f"{as_written(str(p), shown)} {what}; expected a folder of target profile "
+                                 "(.toml) files")
+        return v
+
     @field_validator("compress")
     @classmethod
     def _compress_needs_torch(cls, v: CompressSection, info: ValidationInfo) -> CompressSection:
@@ -528,6 +563,20 @@ class BuildConfig(_Strict):
         wherever it is checked out, and whatever `out` is."""
         blob = json.dumps(self.portable_dump(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def _non_finite(value: Any, key: str = "") -> tuple[str, float] | None:
+    """(dotted key, value) of the first NaN or infinity in nested options, else None."""
+    stack = [(key, value)]
+    while stack:
+        k, v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return k, v
+        if isinstance(v, dict):
+            stack += [(f"{k}.{kk}" if k else str(kk), vv) for kk, vv in v.items()]
+        elif isinstance(v, (list, tuple)):
+            stack += [(f"{k}[{i}]", vv) for i, vv in enumerate(v)]
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -612,6 +661,11 @@ def load_config(path: Path | str) -> BuildConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        data = None
+    if data is None or too_deep(data, MAX_CONFIG_DEPTH):
+        raise ConfigError(f"{path}: tables or arrays nest too deeply to be a config (more than {MAX_CONFIG_DEPTH} "
+                          "levels)") from None
     base = path.resolve().parent
     return config_from_dict(_resolve_paths(data, base), source=str(path), style="file", base_dir=base)
 
@@ -634,7 +688,8 @@ def config_from_dict(data: dict, source: str = "config", *, style: Style | None 
     words = ProblemWords(None if style == "flags" else source, style, _given(data), model=BuildConfig)
     extra = list(problems)
     try:
-        cfg = BuildConfig.model_validate(data, context={"style": style})
+        cfg = BuildConfig.model_validate(data, context={"style": style,
+                                                        "shown_base": base if style == "file" else None})
     except ValidationError as exc:
         found = words.from_validation(exc)
     else:

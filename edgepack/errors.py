@@ -67,6 +67,15 @@ class Terminated(KeyboardInterrupt):
     folders, locks, the atomic swap's restore) runs for it too; exit 143."""
 
 
+_SIGTERM = {"received": False}
+
+
+def sigterm_received() -> bool:
+    """Whether SIGTERM arrived: native code (an import, a C++ extension) can turn the
+    Terminated it raised into its own error, which is then still a termination."""
+    return _SIGTERM["received"]
+
+
 def terminate_on_sigterm() -> None:
     """Turn SIGTERM into `Terminated` in the main thread (a no-op elsewhere)."""
     import signal
@@ -76,6 +85,7 @@ def terminate_on_sigterm() -> None:
         return
 
     def raise_terminated(signum, frame):
+        _SIGTERM["received"] = True
         raise Terminated()
 
     signal.signal(signal.SIGTERM, raise_terminated)

@@ -60,7 +60,7 @@ def weight_bytes(path: Path | str) -> int:
     if suffix == ".onnx":
         return _onnx_weight_bytes(load_onnx(path))
     if suffix == ".ort":
-        return _ort_weight_bytes(_ort_graph(path)[1].Model().Graph())
+        return _ort_parse(path, lambda: _ort_weight_bytes(_ort_graph(path)[1].Model().Graph()))
     if suffix == ".tflite":
         return _tflite_weight_bytes(path)
     raise ModelError(f"{path}: cannot read weights of '{path.suffix}' files; expected one of {', '.join(_INSPECTORS)}")
@@ -80,10 +80,25 @@ def _ort_graph(path: Path):
     ort_format_model()  # puts ort_flatbuffers_py on sys.path
     import ort_flatbuffers_py.fbs as fbs
 
-    buf = bytearray(path.read_bytes())
-    if not fbs.InferenceSession.InferenceSession.InferenceSessionBufferHasIdentifier(buf, 0):
+    try:
+        buf = bytearray(path.read_bytes())
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if len(buf) < 8 or not fbs.InferenceSession.InferenceSession.InferenceSessionBufferHasIdentifier(buf, 0):
         raise ModelError(f"{path}: not an ORT format model (flatbuffer identifier missing)")
     return fbs, fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(buf, 0)
+
+
+def _ort_parse(path: Path, read):
+    """`read()`, which walks an .ort file's flatbuffer. The walk follows offsets stored in the
+    file, so a truncated or damaged file fails anywhere in it (struct.error, IndexError,
+    UnicodeDecodeError, ...): that is a ModelError naming the file and its format."""
+    try:
+        return read()
+    except ModelError:
+        raise
+    except Exception:  # noqa: BLE001 - any failure of the walk is a damaged file
+        raise ModelError(f"{path}: not a readable ORT-format model (truncated or damaged)") from None
 
 
 def _ort_weight_bytes(graph) -> int:
@@ -116,6 +131,10 @@ def _tflite_weight_bytes(path: Path) -> int:
 
 
 def _inspect_ort(path: Path) -> dict:
+    return _ort_parse(path, lambda: _read_ort(path))
+
+
+def _read_ort(path: Path) -> dict:
     fbs, session = _ort_graph(path)
     model = session.Model()
     graph = model.Graph()
@@ -129,9 +148,12 @@ def _inspect_ort(path: Path) -> dict:
     weight_types = Counter(type_names.get(graph.Initializers(i).DataType(), "?").lower()
                            for i in range(graph.InitializersLength()))
     weight_types = Counter({{"float": "float32", "double": "float64"}.get(k, k): v for k, v in weight_types.items()})
-    from .verification.runtimes import open_session
+    from .verification.runtimes import RuntimeUnavailable, open_session
 
-    s = open_session(path, 1)
+    try:
+        s = open_session(path, 1)
+    except RuntimeUnavailable as exc:
+        raise ModelError(str(exc)) from None
 
     def spec(x):
         return {"name": x.name, "shape": list(x.shape), "dtype": x.dtype}

@@ -78,6 +78,34 @@ def read_sums(path: Path) -> dict[str, str]:
     return sums
 
 
+def sums_problems(bundle: Path) -> list[tuple[str, str]]:
+    """(where, reason) for every way the bundle's SHA256SUMS is not a true list of its files:
+    missing or not a plain file, malformed or naming a path outside the bundle, a listed
+    file missing or with another sha256, a file the bundle holds that it does not list.
+    What `sha256sum -c SHA256SUMS` on a device would find, checked without following links."""
+    bundle = Path(bundle)
+    path = bundle / SUMS
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return [(SUMS, "is not a plain file")]
+    if not path.is_file():
+        return [(SUMS, "missing (every bundle edgepack writes lists its files and their sha256 there)")]
+    try:
+        sums = read_sums(path)
+    except VerificationFailed as exc:
+        return [(SUMS, str(exc).split(": ", 1)[-1])]
+    problems = []
+    for name, digest in sorted(sums.items()):
+        f = bundle / name
+        if f.is_symlink() or not f.is_file():
+            problems.append((SUMS, f"lists {name}, which is not a plain file in the bundle"))
+        elif sha256_file(f) != digest:
+            problems.append((SUMS, f"{name}: its sha256 is not the one SHA256SUMS lists"))
+    for name in bundle_files(bundle):
+        if name not in sums:
+            problems.append((SUMS, f"does not list {name}"))
+    return problems
+
+
 # ---------------------------------------------------------------------------------------
 # Keys and signatures
 
@@ -165,7 +193,7 @@ def sign_bundle(bundle: Path | str, key) -> list[Path]:
     bundle = Path(bundle)
     if not hasattr(key, "sign"):
         key = load_private_key(key)
-    for name in SIGNATURES:
+    for name in (SUMS, *SIGNATURES):  # new files, never written through whatever was there
         (bundle / name).unlink(missing_ok=True)
     write_sums(bundle)
     written = []

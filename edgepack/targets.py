@@ -15,6 +15,7 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .manifest.jsonio import too_deep
 from .safepath import component_problem
 from .wording import ProblemWords, unknown_name
 
@@ -37,13 +38,23 @@ ArtifactKind = Literal[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every number finite: TOML's `nan` and `inf` are refused (a gate of nan passes or fails nothing)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Bounds of counts with an obvious range: past them a value is a typo that would reach the
+# runtime (threads) and the manifest.
+MAX_THREADS = 1024
+MAX_CORES = 1024
+MAX_ROUND_TO = 1024
+# How deep a profile's tables and arrays may nest (a shipped profile: 2 levels).
+MAX_PROFILE_DEPTH = 64
 
 
 class CpuSpec(_Strict):
     arch: Literal["aarch64", "x86_64", "armv7l"]
     model: str = Field(description="CPU model, e.g. cortex-a72; also the qemu -cpu name for ARM")
-    cores: int = Field(ge=1)
+    cores: int = Field(ge=1, le=MAX_CORES)
     # ISA extensions the device is guaranteed to have, in /proc/cpuinfo spelling
     # (e.g. "avx2", "avx512_vnni", "avx_vnni", "asimddp", "i8mm").
     features: tuple[str, ...] = ()
@@ -108,14 +119,14 @@ class TargetProfile(_Strict):
     name: str
     description: str = ""
     cpu: CpuSpec
-    threads: int = Field(ge=1)
+    threads: int = Field(ge=1, le=MAX_THREADS)
     artifacts: tuple[ArtifactKind, ...] = Field(min_length=1)
     quantization: QuantizationSettings = QuantizationSettings()
     ort: OrtSettings
     tflite: TfliteSettings = TfliteSettings()
     gates: Gates = Gates()
     device_runtime: DeviceRuntime = DeviceRuntime()
-    round_to: int = Field(8, ge=1, description="SIMD-friendly channel multiple for pruning")
+    round_to: int = Field(8, ge=1, le=MAX_ROUND_TO, description="SIMD-friendly channel multiple for pruning")
     required_artifacts: tuple[ArtifactKind, ...] | None = Field(
         None, description="artifacts the release cannot do without (default: every listed artifact); one that "
                           "cannot be produced then fails the build (exit 1, bundle written and marked failed)")
@@ -172,11 +183,18 @@ def _search_dirs(extra: list[Path] | None) -> list[Path]:
 def load_profile(path: Path) -> TargetProfile:
     """One profile file; every problem in it is named at once, in TOML words."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read target profile ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 TOML file (expected a target profile)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except RecursionError:
+        data = None
+    if data is None or too_deep(data, MAX_PROFILE_DEPTH):
+        raise ConfigError(f"{path}: tables or arrays nest too deeply to be a target profile (more than "
+                          f"{MAX_PROFILE_DEPTH} levels)")
     data.setdefault("name", path.stem)
     try:
         return TargetProfile.model_validate(data)

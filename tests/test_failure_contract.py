@@ -295,19 +295,41 @@ def test_genuine_device_result_merges_labelled_unsigned(signed, bundle_copy, dev
 
 def test_swapped_int8_and_float_artifact_fails_the_measured_size_gate(signed, bundle_copy):
     b = bundle_copy(signed)
-    m = load_manifest(b)
-    arts = {a["kind"]: a for a in m["targets"][TARGET]["artifacts"]}
-    int8, flt = arts["ort-int8"], arts["ort-float"]
-    shutil.copyfile(b / flt["path"], b / int8["path"])
-    data = (b / int8["path"]).read_bytes()
-    int8.update(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))  # the checksum "fixed"
-    (b / "manifest.json").write_text(json.dumps(m, indent=2))
+    _swap_float_into_int8(b, fix_ratio=True)  # a careful forger: every recorded number "fixed"
     proc = cli("verify", b, *RUNS)
     assert proc.returncode == 1, explain(proc)
     assert "Traceback" not in proc.stdout + proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if f"{TARGET}/ort-int8" in ln]
     assert line.startswith("FAIL") and "max_int8_size_ratio" in line, proc.stderr
     assert "verification FAILED" in proc.stdout
+
+
+def _swap_float_into_int8(b, *, fix_ratio: bool) -> dict:
+    """The float artifact copied over the int8 one, whose sha256 and size (and, with
+    `fix_ratio`, its recorded file-size ratio) are "fixed" in the manifest, SHA256SUMS
+    rewritten; returns the int8 entry as it was before."""
+    m = load_manifest(b)
+    arts = {a["kind"]: a for a in m["targets"][TARGET]["artifacts"]}
+    int8, flt = arts["ort-int8"], arts["ort-float"]
+    before = dict(int8)
+    shutil.copyfile(b / flt["path"], b / int8["path"])
+    data = (b / int8["path"]).read_bytes()
+    int8.update(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+    if fix_ratio:
+        int8["size_ratio"] = 1.0
+    (b / "manifest.json").write_text(json.dumps(m, indent=2))
+    _resum(b)
+    return before
+
+
+def _resum(b) -> None:
+    """What a forger who read the format does after editing a bundle: drop the signatures and
+    write SHA256SUMS again for the files as they now are."""
+    from edgepack.signing import write_sums
+
+    for sig in ("manifest.sig", "SHA256SUMS.sig"):
+        (b / sig).unlink(missing_ok=True)
+    write_sums(b)
 
 
 def test_sha256sums_checks_with_coreutils(signed, bundle_copy):
@@ -395,16 +417,7 @@ def test_merge_measures_sizes_from_the_files(signed, bundle_copy, work):
     ratios it measures from the files, so the merged int8 artifact fails its size gate
     instead of passing on the manifest's recorded ratio."""
     b = bundle_copy(signed)
-    m = load_manifest(b)
-    arts = {a["kind"]: a for a in m["targets"][TARGET]["artifacts"]}
-    int8, flt = arts["ort-int8"], arts["ort-float"]
-    claimed = int8["int8_size_ratio"]
-    shutil.copyfile(b / flt["path"], b / int8["path"])
-    data = (b / int8["path"]).read_bytes()
-    int8.update(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
-    (b / "manifest.json").write_text(json.dumps(m, indent=2))
-    for stale in ("SHA256SUMS", "manifest.sig", "SHA256SUMS.sig"):
-        (b / stale).unlink(missing_ok=True)
+    claimed = _swap_float_into_int8(b, fix_ratio=True)["int8_size_ratio"]
     run = device("verify", b, *RUNS, "--json", work / "swapped.json")
     assert run.returncode == 0, explain(run)  # the runner reads the manifest's ratios: it cannot tell
     proc = cli("merge", b, work / "swapped.json")
@@ -431,3 +444,113 @@ def test_merge_into_a_tampered_bundle_is_refused(signed, bundle_copy, device_res
     (work / "r.json").write_text(json.dumps(device_result))
     refused(cli("merge", b, work / "r.json"), 1, name, "refused")
     assert (b / "manifest.json").read_bytes() == before
+
+
+# ---------------------------------------------------------------------------------------
+# Found by a red-team corpus: SHA256SUMS read by verify, signing through a link, names on
+# read, a device runner fooled by a swap, merge refusals naming the result
+
+
+@pytest.mark.parametrize("case", ["a changed line", "deleted", "a line outside the bundle"])
+@pytest.mark.parametrize("runner", ["verify", "device"])
+def test_sha256sums_is_checked_without_a_key(signed, bundle_copy, case, runner):
+    """What `sha256sum -c SHA256SUMS` on a device would check, verify checks too, with or
+    without --key: a changed line, a missing file, a line naming ../../etc/passwd (never read)."""
+    b = bundle_copy(signed)
+    sums = b / "SHA256SUMS"
+    if case == "a changed line":
+        lines = sums.read_text().splitlines()
+        lines[0] = "0" * 64 + lines[0][64:]
+        sums.write_text("\n".join(lines) + "\n")
+    elif case == "deleted":
+        sums.unlink()
+    else:
+        sums.write_text(sums.read_text() + "0" * 64 + "  ../../../../etc/passwd\n")
+    for sig in ("manifest.sig", "SHA256SUMS.sig"):
+        (b / sig).unlink(missing_ok=True)
+    proc = cli("verify", b, *RUNS) if runner == "verify" else device("verify", b, *RUNS)
+    assert proc.returncode == 1, explain(proc)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert any(ln.startswith("FAIL") and "SHA256SUMS" in ln for ln in (proc.stdout + proc.stderr).splitlines()), \
+        explain(proc)
+
+
+def test_sign_never_writes_through_a_link(signed, bundle_copy, keys, tmp_path):
+    b = bundle_copy(signed)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's file\n")
+    (b / "SHA256SUMS").unlink()
+    (b / "SHA256SUMS").symlink_to(victim)
+    line = refused(cli("sign", b, keys / "release"), 1, "SHA256SUMS", "refused to sign")
+    assert "plain file" in line or "symbolic link" in line
+    assert victim.read_text() == "the user's file\n"
+
+
+def test_sign_refuses_a_tampered_bundle(signed, bundle_copy, keys):
+    b = bundle_copy(signed)
+    (b / TARGET / "extra.sh").write_text("#!/bin/sh\n")
+    refused(cli("sign", b, keys / "release"), 1, "extra.sh", "refused to sign")
+    assert not (b / "SHA256SUMS").read_text().count("extra.sh")
+
+
+def test_device_runner_sees_a_swap_the_manifest_hides(signed, bundle_copy):
+    """The float model copied over the int8 one, its sha256 and size "fixed" in the manifest
+    and SHA256SUMS rewritten: the device runner (which cannot parse every format's weights)
+    measures the file-size ratio and finds the manifest's recorded one is not the files'."""
+    b = bundle_copy(signed)
+    int8 = _swap_float_into_int8(b, fix_ratio=False)
+    proc = device("verify", b, *RUNS)
+    assert proc.returncode == 1, explain(proc)
+    hits = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("FAIL") and "size_ratio" in ln]
+    assert hits and int8["path"] in hits[0], explain(proc)
+
+
+@pytest.mark.parametrize("field", ["name", "target"])
+def test_names_that_become_paths_are_checked_on_read(signed, bundle_copy, field):
+    b = bundle_copy(signed)
+    m = load_manifest(b)
+    if field == "name":
+        m["name"] = "../../../../tmp/pwned"
+    else:
+        m["targets"]["../../pwned"] = m["targets"].pop(TARGET)
+    (b / "manifest.json").write_text(json.dumps(m, indent=2))
+    for command in (lambda: cli("verify", b, *RUNS), lambda: device("verify", b, *RUNS)):
+        refused(command(), 2, "manifest.json", "safe file name")
+
+
+@pytest.mark.parametrize("mutation", ["another bundle", "an unknown target", "an unknown artifact"])
+def test_merge_refusals_name_the_result(signed, bundle_copy, device_result, work, mutation):
+    b = bundle_copy(signed)
+    before = (b / "manifest.json").read_bytes()
+    r = json.loads(json.dumps(device_result))
+    if mutation == "another bundle":
+        r["bundle"] = "other-9.9.9"
+    elif mutation == "an unknown target":
+        r["targets"]["pi-zero"] = r["targets"].pop(TARGET)
+    else:
+        r["targets"][TARGET]["artifacts"][0]["kind"] = "tflite-int4"
+    (work / "res.json").write_text(json.dumps(r))
+    refused(cli("merge", b, work / "res.json"), 1, "res.json", "refused")
+    assert (b / "manifest.json").read_bytes() == before
+
+
+def test_a_device_result_with_a_string_for_a_verdict_is_refused(signed, bundle_copy, device_result, work):
+    b = bundle_copy(signed)
+    r = json.loads(json.dumps(device_result))
+    r["passed"] = "yes"
+    (work / "res.json").write_text(json.dumps(r))
+    refused(cli("merge", b, work / "res.json"), 2, "res.json", "passed")
+
+
+def test_verify_leaves_nothing_in_tmpdir(signed, tmp_path):
+    """verify (a folder or a release archive) writes nowhere but its own temporary folder,
+    which it removes: onnxruntime's telemetry file `.ses` used to stay in $TMPDIR."""
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    archive = tmp_path / "b.tar.gz"
+    packed = cli("pack", signed, "--out", archive)
+    assert packed.returncode == 0, explain(packed)
+    for what in (signed, archive):
+        proc = cli("verify", what, *RUNS, env=base_env(TMPDIR=str(tmp)))
+        assert proc.returncode == 0, explain(proc)
+        assert sorted(p.name for p in tmp.iterdir()) == [], what

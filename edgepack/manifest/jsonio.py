@@ -23,6 +23,10 @@ OLDER_SCHEMAS = {
     "edgepack.device-result/1": "edgepack 0.1's device runner (string problems, no artifact filter)",
 }
 NON_FINITE = ("inf", "-inf", "nan")
+# What a document of each schema is, for a reader's message.
+SCHEMA_WORDS = {MANIFEST_SCHEMA: "a bundle manifest", DEVICE_RESULT_SCHEMA: "a device result"}
+# How deep objects and arrays may nest in a document read (a manifest nests about 8 levels).
+MAX_DEPTH = 100
 
 
 class SchemaMismatch(ValueError):
@@ -91,14 +95,32 @@ def read_json(path: Path, expected_schema: str) -> dict:
 
     Raises SchemaMismatch (wrong or old schema) or ValueError (not JSON) with the path."""
     path = Path(path)
+    what = SCHEMA_WORDS.get(expected_schema, "an edgepack document")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text file (expected JSON)") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        doc = None  # deeper than the parser's stack: deeper than MAX_DEPTH too
+    if doc is None or too_deep(doc, MAX_DEPTH):
+        raise ValueError(f"{path}: JSON nests too deeply to be {what} (more than {MAX_DEPTH} levels)")
     check_schema(doc, expected_schema, str(path))
     return restore_floats(doc)
+
+
+def too_deep(value, limit: int) -> bool:
+    """Whether objects and arrays nest deeper than `limit` in `value`, walked without
+    recursion (json_safe and restore_floats recurse: a hostile document is refused first)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth + 1 > limit:
+                return True
+            stack += [(c, depth + 1) for c in (v.values() if isinstance(v, dict) else v)]
+    return False
 
 
 def tree_sha256(folder: Path) -> str:

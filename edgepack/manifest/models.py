@@ -14,7 +14,16 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictBool,
+    WithJsonSchema,
+)
 
 from ..safepath import relative_path_problem
 from ..targets import TargetProfile
@@ -528,13 +537,13 @@ def _fmt(v) -> str:
 class DeviceArtifactResult(_Model):
     kind: str
     path: BundlePath
-    passed: bool
+    passed: StrictBool
     error: str | None = Field(None, description="why the artifact could not be checked or run")
     runtime: str | None = None
     numerics: dict[str, Numerics] | None = None
     gate_numerics: str | None = None
     golden: Numerics | None = None
-    golden_ok: bool | None = None
+    golden_ok: StrictBool | None = None
     metrics: Numerics | None = None
     baseline: BaselineMetrics | None = None
     latency: Latency | None = None
@@ -543,7 +552,7 @@ class DeviceArtifactResult(_Model):
 
 class DeviceTargetResult(_Model):
     artifacts: list[DeviceArtifactResult]
-    passed: bool
+    passed: StrictBool
 
 
 class DeviceResult(_Model):
@@ -554,7 +563,7 @@ class DeviceResult(_Model):
     artifacts_filter: list[str] | None = Field(None, description="the artifact kinds asked for; None: all")
     targets: dict[str, DeviceTargetResult]
     problems: list[Problem]
-    passed: bool
+    passed: StrictBool
     checksums: dict[BundlePath, Sha256] | None = Field(
         None, description="sha256 of every bundle file the runner checked, by path (merge refuses a result whose "
                           "checksums are not the bundle's, or that has none)")

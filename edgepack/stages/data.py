@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,8 @@ def _read(spec, inputs, x_key, y_key, preprocess, role):
         x, y, names = _from_image_folder(path, inputs[0], preprocess, role)
         return {inputs[0].name: x}, y, names
     suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        _check_regular(path, role)
     try:
         if suffix == ".npy":
             if not single:
@@ -234,6 +237,8 @@ def _from_image_folder(path: Path, input_spec: TensorSpec, preprocess, role):
     else:
         class_names = None
         files = [(f, None) for f in sorted(path.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    for f, _ in files:  # a FIFO would block the read for ever, a device read without end
+        _check_regular(f, role)
     if not files:
         raise DataError(f"{role} data {path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
     h, w = preprocess.size
@@ -241,8 +246,10 @@ def _from_image_folder(path: Path, input_spec: TensorSpec, preprocess, role):
     arrays = []
     for f, _ in files:
         try:
-            with Image.open(f) as im:
+            with _open_regular(f, role) as fh, Image.open(fh) as im:
                 img = im.convert(mode).resize((w, h), Image.BILINEAR)
+        except DataError:
+            raise
         except Exception as exc:
             raise DataError(f"{f}: not a readable image ({exc})") from None
         a = np.asarray(img, dtype=np.float32)
@@ -257,6 +264,43 @@ def _from_image_folder(path: Path, input_spec: TensorSpec, preprocess, role):
     x = np.stack(arrays).astype(np.float32)
     y = None if class_names is None else np.asarray([lbl for _, lbl in files], np.int64)
     return x, y, class_names
+
+
+def _special_kind(mode: int) -> str:
+    return next((what for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                                         (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                                         (stat.S_ISDIR, "a folder")) if test(mode)), "a special file")
+
+
+def _expected_file(path: Path) -> str:
+    return f"a {path.suffix.lower()} file" if path.suffix.lower() in (".npy", ".npz") else "an image file"
+
+
+def _check_regular(path: Path, role: str) -> None:
+    """DataError unless `path` is a regular file (a symlink counts as what it points to)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise DataError(f"{role} data {path}: cannot read it ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{role} data {path} is not a regular file but {_special_kind(mode)}; "
+                        f"expected {_expected_file(path)}")
+
+
+def _open_regular(path: Path, role: str):
+    """`path` opened for binary reading, refused unless it is a regular file. Opened without
+    blocking and checked on the open descriptor, so a file swapped for a FIFO after the
+    folder was listed cannot hang the build."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise DataError(f"{role} data {path}: cannot read it ({exc.strerror or exc})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise DataError(f"{role} data {path} is not a regular file but {_special_kind(mode)}; "
+                        f"expected {_expected_file(path)}")
+    return os.fdopen(fd, "rb")
 
 
 def _as_calls(a: np.ndarray, s: TensorSpec, spec: str, role: str) -> np.ndarray:

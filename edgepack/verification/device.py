@@ -30,7 +30,8 @@ import numpy as np
 
 from ..errors import BundleError, EdgepackError
 from ..manifest.jsonio import DEVICE_RESULT_SCHEMA, MANIFEST_SCHEMA, SchemaMismatch, dumps, read_json, sha256_file
-from ..safepath import bundle_file_problems, inside, relative_path_problem
+from ..safepath import bundle_file_problems, component_problem, inside, relative_path_problem
+from ..signing import sums_problems
 from .calls import load_calls
 from .gates import all_passed, evaluate_gates
 from .hostinfo import host_info, usable_cores
@@ -49,9 +50,17 @@ def read_bundle_manifest(root: Path) -> dict:
     if not path.is_file():
         raise BundleError(f"{root}: no manifest.json; expected an edgepack bundle folder")
     try:
-        return read_json(path, MANIFEST_SCHEMA)
+        doc = read_json(path, MANIFEST_SCHEMA)
     except (SchemaMismatch, ValueError, OSError) as exc:
         raise BundleError(str(exc)) from None
+    # names that become paths (a result's bundle name, folders a device writes) are checked on read too
+    names = [("name", doc.get("name")), ("version", doc.get("version"))]
+    names += [(f"targets key {t!r}", t) for t in doc.get("targets", {})]
+    for field, value in names:
+        why = component_problem(value)
+        if why:
+            raise BundleError(f"{path}: {field} {why}; expected one safe file name")
+    return doc
 
 
 def _file_problem(root: Path, entry: dict | None, seen: dict | None = None) -> str | None:
@@ -153,6 +162,8 @@ def _verify(root: Path, manifest: dict, target, kinds, threads, warmup, runs) ->
               manifest["reference_data"]["eval"], manifest["reference_data"]["eval_reference_outputs"]]
     result["problems"] = [{"where": e["path"], "reason": why.split(": ", 1)[1]}
                           for e in shared if (why := _file_problem(root, e, seen))]
+    result["problems"] += [{"where": where, "reason": why} for where, why in sums_problems(root)]
+    result["problems"] += [{"where": where, "reason": why} for where, why in _size_claims(root, manifest, chosen)]
     if result["problems"]:
         result["passed"] = False
         return result
@@ -171,6 +182,35 @@ def _verify(root: Path, manifest: dict, target, kinds, threads, warmup, runs) ->
         result["targets"][tname] = tres
     result["passed"] = all(t["passed"] for t in result["targets"].values())
     return result
+
+
+# how far a manifest's recorded file-size ratio may be from the files' own (rounding only)
+SIZE_CLAIM_TOLERANCE = 0.005
+
+
+def _size_claims(root: Path, manifest: dict, targets: dict) -> list[tuple[str, str]]:
+    """The size gates this runner judges read the manifest's ratios (it cannot parse every
+    format's constants); the file-size ratio it can measure: an artifact whose recorded
+    `size_ratio` is not its file's size over its runtime's float artifact's (or the baseline's)
+    says the manifest describes other files (e.g. a float model swapped in for the int8 one,
+    checksums fixed). (where, reason) for each."""
+    out = []
+    for t in targets.values():
+        floats = {a["runtime"]: a["path"] for a in t["artifacts"] if a.get("precision") == "float32"}
+        for a in t["artifacts"]:
+            claimed = a.get("size_ratio")
+            ref = floats.get(a.get("runtime"), manifest["baseline"]["path"])
+            if not isinstance(claimed, (int, float)) or relative_path_problem(a["path"]) \
+                    or relative_path_problem(ref):
+                continue
+            f, r = root / a["path"], root / ref
+            if f.is_symlink() or r.is_symlink() or not f.is_file() or not r.is_file():
+                continue  # named by the checksum checks
+            measured = f.stat().st_size / max(r.stat().st_size, 1)
+            if abs(measured - claimed) > SIZE_CLAIM_TOLERANCE * max(measured, claimed, 1e-9):
+                out.append((a["path"], f"its manifest records size_ratio {claimed:.4g}, but the files give "
+                                       f"{measured:.4g} (against {ref}): the manifest describes other files"))
+    return out
 
 
 def _reference_data(root: Path, manifest: dict) -> dict:
@@ -269,16 +309,37 @@ def summary_lines(result: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgepack.device", description=__doc__.split("\n\n")[0])
+    class OneLineParser(argparse.ArgumentParser):
+        """Usage errors as one line naming the option, exit 2 (argparse prints usage and error on two)."""
+
+        def error(self, message: str):
+            self.exit(2, f"error: {' '.join(message.removeprefix('argument ').split())}\n")
+
+    def integer(low: int, high: int | None = None):
+        """An argparse type: an integer in low..high; anything else names what was expected."""
+        wanted = f"an integer from {low} to {high}" if high is not None else f"an integer of at least {low}"
+
+        def parse(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:  # also a number of more than 4300 digits
+                value = None
+            if value is None or value < low or (high is not None and value > high):
+                raise argparse.ArgumentTypeError(f"expected {wanted}, got {text[:40]}")
+            return value
+
+        return parse
+
+    parser = OneLineParser(prog="python -m edgepack.device", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="verify a bundle's artifacts on this machine")
     v.add_argument("bundle", type=Path, help="a bundle folder or its release archive (.tar.gz)")
     v.add_argument("--target")
     v.add_argument("--artifacts",
                    help="comma-separated artifact kinds to verify (default: all), e.g. ort-float,ort-int8")
-    v.add_argument("--threads", type=int)
-    v.add_argument("--runs", type=int, default=50)
-    v.add_argument("--warmup", type=int, default=5)
+    v.add_argument("--threads", type=integer(1, 1024), help="1 to 1024 (default: the target profile's)")
+    v.add_argument("--runs", type=integer(1, 100_000), default=50, help="latency runs per artifact (1 to 100000)")
+    v.add_argument("--warmup", type=integer(0, 10_000), default=5, help="untimed runs before them (0 to 10000)")
     v.add_argument("--json", type=Path, help="write the result here")
     v.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     args = parser.parse_args(argv)
@@ -295,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the top-level handler: one line, exit 2
+        from ..errors import sigterm_received
+
+        if sigterm_received():
+            print("terminated (SIGTERM)", file=sys.stderr)
+            return 143
         if args.debug:
             import traceback
 
