@@ -349,6 +349,8 @@ def _target(config: BuildConfig, profile: TargetProfile, float_path: Path, int8:
         _diagnose(entry, qdq, float_path, calib, rep, profile.name, emit_cache, settings.key())
     entry["search"] = _search(entry, config, profile, settings, float_path, target_dir, verify, make, rep, root,
                               int8.work_dir, ranges=int8.get(settings)[1] if qdq is not None else None)
+    with rep.stage(f"{profile.name}: quantised artifacts against float, alternating runs"):
+        _head_to_head(entry, root, profile, evalset.calls, config)
     _slowdown_causes(entry, float_path, root, profile)
     order = {k: i for i, k in enumerate(profile.artifacts)}
     entry["artifacts"].sort(key=lambda a: order.get(a["kind"], len(order)))
@@ -460,6 +462,42 @@ def _search(entry: dict, config: BuildConfig, profile: TargetProfile, settings, 
         {k: v for k, v in log.items() if k != "trials"} for log in logs]} if logs else None
 
 
+# alternating rounds of a quantised artifact against its float one (each round runs both once)
+HEAD_TO_HEAD_ROUNDS = (5, 30)
+
+
+def _head_to_head(entry: dict, root: Path, profile: TargetProfile, calls: dict, config: BuildConfig) -> None:
+    """Each passing quantised artifact against its runtime's float artifact, in alternating
+    runs (verification.host.head_to_head): the default-artifact choice reads this ratio, not
+    two p50s measured apart while the host's load may have changed (a 1024x1024 detector's
+    16-bit artifact measured 0.75x float apart and 1.68x alternating, on a loaded host)."""
+    from .verification.host import head_to_head
+    from .verification.metrics import first_call
+    from .verification.select import RESEARCH
+
+    floats = {a["runtime"]: a for a in entry["artifacts"] if a["precision"] == "float32"}
+    lo, hi = HEAD_TO_HEAD_ROUNDS
+    rounds = max(lo, min(config.verify.latency_runs, hi))
+    feed = first_call(calls)
+    for a in entry["artifacts"]:
+        f = floats.get(a["runtime"])
+        if f is None or a is f or a["precision"] in RESEARCH or not a["metrics"]["passed"]:
+            continue
+        got = head_to_head(root / a["path"], a.get("layout"), root / f["path"], f.get("layout"), feed,
+                           threads=config.verify.host_threads or profile.threads, rounds=rounds)
+        a["metrics"]["head_to_head"] = {"against": f["kind"], **got}
+
+
+def _vs_float(a: dict, floats: dict) -> float | None:
+    """A quantised artifact's latency over its runtime's float artifact's: the alternating
+    measurement when there is one, else the two p50s."""
+    h = a["metrics"].get("head_to_head")
+    if h:
+        return h["ratio"]
+    f = floats.get(a["runtime"])
+    return a["metrics"]["latency"]["p50_ms"] / f if f else None
+
+
 def _slowdown_causes(entry: dict, float_path: Path, root: Path, profile: TargetProfile) -> None:
     """For each quantised artifact not faster than its runtime's float one (see
     verification.select), what in its graph costs speed."""
@@ -468,8 +506,8 @@ def _slowdown_causes(entry: dict, float_path: Path, root: Path, profile: TargetP
     floats = {a["runtime"]: a["metrics"]["latency"]["p50_ms"] for a in entry["artifacts"]
               if a["precision"] == "float32"}
     for a in entry["artifacts"]:
-        f = floats.get(a["runtime"])
-        if f is None or a["precision"] == "float32" or a["metrics"]["latency"]["p50_ms"] < f * (1 - SAME_SPEED):
+        ratio = _vs_float(a, floats)
+        if ratio is None or a["precision"] == "float32" or ratio < 1 - SAME_SPEED:
             continue
         if a["runtime"] == "onnxruntime" and a.get("reference_graph"):
             a["slowdown_causes"] = int8_slowdown_causes(float_path, root / a["reference_graph"]["path"],

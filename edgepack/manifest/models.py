@@ -193,10 +193,23 @@ class DeviceFailure(_Model):
     reason: str
 
 
+class HeadToHead(_Model):
+    """A quantised artifact against its runtime's float artifact in alternating runs on this
+    host (one of each per round, the profile's threads): robust to the load drifting between
+    two separate latency measurements, which the default-artifact choice reads."""
+    against: str = Field(description="the float artifact's kind")
+    ratio: float = Field(description="median of this artifact's runs / median of the float artifact's runs")
+    rounds: int
+    threads: int
+    p50_ms: float
+    float_p50_ms: float
+
+
 class ArtifactMetrics(_Model):
     numerics: dict[str, Numerics] = Field(description="by whose numbers: host, reference, device-exact")
     gate_numerics: str = Field(description="the key of `numerics` the gates read")
     latency: Latency
+    head_to_head: HeadToHead | None = None
     host_is_target_isa: bool
     gates: list[GateVerdict]
     passed: bool

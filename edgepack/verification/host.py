@@ -86,6 +86,30 @@ def verify_artifact(artifact, profile, baseline: Baseline, calls: dict[str, np.n
     }
 
 
+def head_to_head(path: Path, layout: dict | None, float_path: Path, float_layout: dict | None, feed, *,
+                 threads: int, rounds: int, warmup: int = 3) -> dict:
+    """The artifact at `path` against the float artifact at `float_path`, one run of each per
+    round, alternating: {ratio (median / median), rounds, threads, p50_ms, float_p50_ms}."""
+    import time
+
+    threads = min(threads, usable_cores())
+    sessions = [open_artifact(path, threads, layout), open_artifact(float_path, threads, float_layout)]
+    prepared = [s.prepare(feed) for s in sessions]
+    for s, x in zip(sessions, prepared):
+        for _ in range(warmup):
+            s.invoke(x)
+    times: list[list[float]] = [[], []]
+    for r in range(rounds):
+        order = (0, 1) if r % 2 == 0 else (1, 0)  # neither always runs second (warm caches)
+        for i in order:
+            t0 = time.perf_counter()
+            sessions[i].invoke(prepared[i])
+            times[i].append(time.perf_counter() - t0)
+    mine, ref = (float(np.median(t)) * 1e3 for t in times)
+    return {"ratio": mine / ref if ref > 0 else float("inf"), "rounds": rounds, "threads": threads,
+            "p50_ms": mine, "float_p50_ms": ref}
+
+
 def verify_target(profile, artifacts, baseline: Baseline, calls: dict[str, np.ndarray], labels, root: Path, *,
                   gates: dict, float_onnx: Path, warmup: int, runs: int, threads: int | None, input_layouts: dict,
                   weight_bytes, quantized_fraction, int8_floor: dict | None = None, float_refs: dict | None = None,

@@ -5,7 +5,9 @@ int8 file runs slower than the float one (float islands between Q/DQ pairs, ops 
 int8 kernels, x86 without VNNI); then the float artifact is the default and the choice says
 why, with the numbers.
 
-Latency is the device's when a device run was merged, otherwise this host's. On a target of
+Latency is the device's when a device run was merged, otherwise this host's: a quantised
+artifact's as its ratio to the float artifact's in alternating runs (`head_to_head`, robust
+to load changing between two measurements) times the float p50. On a target of
 another ISA the host's ranking is only an estimate; the choice says so, and merging a
 device result (`edgepack merge`) chooses again on the device's latency.
 """
@@ -33,13 +35,22 @@ def choose_default(target: TargetEntry) -> DefaultChoice:
     than its runtime's float one is named in `notes`, with the causes the build found
     (`ArtifactEntry.slowdown_causes`)."""
     rows = []
+    float_p50 = {a.runtime: (a.metrics.device_latency or a.metrics.latency).p50_ms
+                 for a in target.artifacts if a.precision == "float32"}
     for a in target.artifacts:
         lat = a.metrics.device_latency or a.metrics.latency
-        rows.append((a, lat.p50_ms, a.metrics.device_latency is not None))
+        p50 = lat.p50_ms
+        h = a.metrics.head_to_head
+        if a.metrics.device_latency is None and h is not None and a.runtime in float_p50:
+            # measured against the float artifact in alternating runs: its ratio, on the float p50's scale
+            p50 = float_p50[a.runtime] * h.ratio
+        rows.append((a, p50, a.metrics.device_latency is not None))
     device = all(d for *_, d in rows) and bool(rows)
     same_isa = all(a.metrics.host_is_target_isa for a in target.artifacts)
     basis = ("device latency p50" if device else "host latency p50 (this host has the target's ISA)" if same_isa
              else "host latency p50 (this host is not the target's ISA: an estimate until a device result is merged)")
+    if not device and any(a.metrics.head_to_head is not None for a in target.artifacts):
+        basis += "; a quantised artifact's p50 is the float p50 times its ratio in runs alternating with float"
     floats = {a.runtime: (a, p50) for a, p50, _ in rows if a.precision == "float32"}
     notes = []
     for a, p50, _ in rows:
