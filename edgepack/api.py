@@ -201,7 +201,11 @@ def _merge_into(bundle: Path, result: DeviceResult, source: str = "device runner
 
     current = read_manifest(bundle)
     doc = read_bundle_manifest(bundle)
-    tampered = bundle_tampering(bundle, doc)
+    # what the runner itself found wrong with a file is merged as that failure; any other
+    # mismatch between the files and the manifest means the result cannot be judged against them
+    reported = {p.where for p in result.problems} | {a.path for t in result.targets.values()
+                                                      for a in t.artifacts if a.error is not None}
+    tampered = [t for t in bundle_tampering(bundle, doc) if t.split(": ", 1)[0] not in reported]
     if tampered:  # a verdict is measured on the files the manifest describes, or not at all
         raise VerificationFailed(f"{bundle}: refused to merge into it: {tampered[0]}"
                                  + (f" (and {len(tampered) - 1} more)" if len(tampered) > 1 else ""))

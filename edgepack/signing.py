@@ -78,11 +78,16 @@ def read_sums(path: Path) -> dict[str, str]:
     return sums
 
 
-def sums_problems(bundle: Path) -> list[tuple[str, str]]:
+def sums_problems(bundle: Path, manifest_sha256: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """(where, reason) for every way the bundle's SHA256SUMS is not a true list of its files:
     missing or not a plain file, malformed or naming a path outside the bundle, a listed
     file missing or with another sha256, a file the bundle holds that it does not list.
-    What `sha256sum -c SHA256SUMS` on a device would find, checked without following links."""
+    What `sha256sum -c SHA256SUMS` on a device would find, checked without following links.
+
+    `manifest_sha256` (path -> sha256 of the files the manifest lists): for those files
+    SHA256SUMS must agree with the manifest (whether the file agrees is the manifest checks'
+    finding, named there once); the others (manifest.json, the reports) are hashed."""
+    manifest_sha256 = manifest_sha256 or {}
     bundle = Path(bundle)
     path = bundle / SUMS
     if path.is_symlink() or (path.exists() and not path.is_file()):
@@ -96,7 +101,10 @@ def sums_problems(bundle: Path) -> list[tuple[str, str]]:
     problems = []
     for name, digest in sorted(sums.items()):
         f = bundle / name
-        if f.is_symlink() or not f.is_file():
+        if name in manifest_sha256:
+            if manifest_sha256[name] != digest:
+                problems.append((SUMS, f"lists another sha256 for {name} than the manifest does"))
+        elif f.is_symlink() or not f.is_file():
             problems.append((SUMS, f"lists {name}, which is not a plain file in the bundle"))
         elif sha256_file(f) != digest:
             problems.append((SUMS, f"{name}: its sha256 is not the one SHA256SUMS lists"))

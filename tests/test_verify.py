@@ -111,9 +111,11 @@ def test_verify_merge_keeps_a_float_golden_mismatch(bundle, bundle_copy):
         arrays = {k: z[k] + 10.0 for k in z.files}  # the float model no longer reproduces these
     np.savez(ref, **arrays)
     from edgepack.manifest.jsonio import sha256_file
+    from edgepack.signing import write_sums
 
     manifest["golden"]["reference_outputs"].update(sha256=sha256_file(ref), size_bytes=ref.stat().st_size)
     (b / "manifest.json").write_text(json.dumps(manifest))
+    write_sums(b)  # a consistent edit: only the float model itself can tell
     proc = cli("verify", b, "--target", "x86-64", "--merge", *RUNS)
     assert proc.returncode == 1, explain(proc)
     m = json.loads((b / "manifest.json").read_text())

@@ -24,6 +24,7 @@ NON_REPRODUCIBLE = (
     "targets.*.default",  # the fastest passing artifact: ranked by latency
     "targets.*.artifacts[].metrics.latency",
     "targets.*.artifacts[].metrics.device_latency",
+    "targets.*.artifacts[].metrics.head_to_head",  # alternating runs against the float artifact
     "targets.*.artifacts[].slowdown_causes",  # written only when int8 measured no faster than float
     "targets.*.artifacts[].diagnosis.seconds",
     "targets.*.search.trials[].seconds",

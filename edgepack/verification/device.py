@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import BundleError, EdgepackError
 from ..manifest.jsonio import DEVICE_RESULT_SCHEMA, MANIFEST_SCHEMA, SchemaMismatch, dumps, read_json, sha256_file
-from ..safepath import bundle_file_problems, component_problem, inside, relative_path_problem
+from ..safepath import bundle_file_problems, component_problem, file_entries, inside, relative_path_problem
 from ..signing import sums_problems
 from .calls import load_calls
 from .gates import all_passed, evaluate_gates
@@ -162,7 +162,8 @@ def _verify(root: Path, manifest: dict, target, kinds, threads, warmup, runs) ->
               manifest["reference_data"]["eval"], manifest["reference_data"]["eval_reference_outputs"]]
     result["problems"] = [{"where": e["path"], "reason": why.split(": ", 1)[1]}
                           for e in shared if (why := _file_problem(root, e, seen))]
-    result["problems"] += [{"where": where, "reason": why} for where, why in sums_problems(root)]
+    listed = {path: e["sha256"] for path, e in file_entries(manifest).items()}
+    result["problems"] += [{"where": where, "reason": why} for where, why in sums_problems(root, listed)]
     result["problems"] += [{"where": where, "reason": why} for where, why in _size_claims(root, manifest, chosen)]
     if result["problems"]:
         result["passed"] = False
