@@ -684,36 +684,56 @@ def main() -> None:
 
     terminate_on_sigterm()
     try:
-        app()
+        code, message = _run_app()
     except Terminated:
-        sys.stderr.write("terminated (SIGTERM); nothing half-written was left\n")
-        sys.exit(143)
+        code, message = 143, "terminated (SIGTERM); nothing half-written was left"
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted (Ctrl-C)\n")
-        sys.exit(130)
-    except SystemExit as exc:  # typer turns Ctrl-C in a command into a silent exit 130
-        cause = _interrupt(exc) if exc.code == 130 else None
-        if isinstance(cause, Terminated):
-            sys.stderr.write("terminated (SIGTERM); nothing half-written was left\n")
-            sys.exit(143)
-        if cause is not None:
-            sys.stderr.write("interrupted (Ctrl-C)\n")
-        raise
+        code, message = 130, "interrupted (Ctrl-C)"
     except Exception as exc:  # noqa: BLE001 - the top-level handler: one line, exit 2
-        from .errors import sigterm_received
+        from .errors import one_line, sigterm_received
 
         if sigterm_received():  # Terminated, turned into another error by native code on its way up
-            sys.stderr.write("terminated (SIGTERM); nothing half-written was left\n")
-            sys.exit(143)
-        if _DEBUG["on"]:
-            import traceback
+            code, message = 143, "terminated (SIGTERM); nothing half-written was left"
+        else:
+            if _DEBUG["on"]:
+                import traceback
 
-            traceback.print_exc()
-        from .errors import one_line
+                traceback.print_exc()
+            code, message = 2, (f"error: unexpected {type(exc).__name__}: {one_line(exc)} "
+                                "(run with --debug for the traceback)")
+    if message:
+        sys.stderr.write(message + "\n")
+    sys.exit(code)
 
-        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {one_line(exc)} "
-                         "(run with --debug for the traceback)\n")
-        sys.exit(2)
+
+def _run_app() -> tuple[int, str]:
+    """The app, not standalone: (exit code, one line for stderr or ""). Usage errors come back
+    as click's exceptions (vendored by typer, known here by their class names) and become one
+    line like every other refusal, instead of click's usage line and boxed message."""
+    from .errors import Terminated
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort as exc:  # Ctrl-C (or SIGTERM) inside a command
+        if isinstance(_interrupt(exc), Terminated):
+            return 143, "terminated (SIGTERM); nothing half-written was left"
+        return 130, "interrupted (Ctrl-C)"
+    except SystemExit as exc:
+        return (exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2), ""
+    except Exception as exc:
+        names = {c.__name__ for c in type(exc).__mro__}
+        if "ClickException" not in names:
+            raise
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if "UsageError" in names and ctx is not None else ""
+        return (getattr(exc, "exit_code", 2) or 2), f"error: {where}{' '.join(exc.format_message().split())}"
+    if code == 130:  # typer turns Ctrl-C (and SIGTERM's Terminated) in a command into a silent exit 130
+        from .errors import sigterm_received
+
+        if sigterm_received():
+            return 143, "terminated (SIGTERM); nothing half-written was left"
+        return 130, "interrupted (Ctrl-C)"
+    return (code if isinstance(code, int) else 0), ""
 
 
 def _interrupt(exc: BaseException) -> KeyboardInterrupt | None:

@@ -381,3 +381,17 @@ def test_a_fifo_as_the_calibration_file_is_refused_without_blocking(tmp_path, ti
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "calib.npz" in lines[0] and "not a regular file" in lines[0], explain(proc)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, needle", [(["--runs", "0"], "--runs"),
+                                          (["--threads", "99999999999999999999"], "--threads"),
+                                          (["--no-such-option"], "--no-such-option")])
+def test_cli_usage_errors_are_one_line(tmp_path, args, needle):
+    """An option out of its range or unknown is one `error:` line naming the command and the
+    option, exit 2 (click's own rendering was a usage line and a boxed message)."""
+    proc = cli("verify", tmp_path, *args)
+    assert proc.returncode == 2, explain(proc)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0] and "verify" in lines[0], \
+        explain(proc)
+    assert "Traceback" not in proc.stdout + proc.stderr
