@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .safepath import special_file_problem
 from .targets import MAX_THREADS, ArtifactKind, too_deep
 from .wording import (
     CALIBRATION_METHODS,
@@ -649,6 +650,9 @@ def _resolve_paths(data: dict, base: Path) -> dict:
 
 def load_config(path: Path | str) -> BuildConfig:
     path = Path(path)
+    why = special_file_problem(path)
+    if why:
+        raise ConfigError(f"{path}: {why}; expected a TOML config such as edgepack.toml")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -144,3 +144,16 @@ def bundle_file_problems(root: Path, manifest: dict) -> list[tuple[str, str]]:
                 problems.append((rel, "is not listed in the manifest"))
         dirnames[:] = [d for d in dirnames if not os.path.islink(here / d)]
     return problems
+
+
+def special_file_problem(path) -> str | None:
+    """Why `path` (followed if a link) cannot be read as a file without blocking: a FIFO,
+    socket or device (reading a FIFO waits for a writer forever); None otherwise, or when it
+    does not exist (the reader says so)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return "is not a regular file (a pipe, socket or device)"

@@ -128,7 +128,12 @@ def _crypto():
 
 
 def _read_key_file(path: Path, what: str) -> bytes:
+    from .safepath import special_file_problem
+
     path = Path(path)
+    why = special_file_problem(path)
+    if why:
+        raise ConfigError(f"{path}: {why}; expected the {what}")
     try:
         return path.read_bytes()
     except FileNotFoundError:

@@ -554,3 +554,14 @@ def test_verify_leaves_nothing_in_tmpdir(signed, tmp_path):
         proc = cli("verify", what, *RUNS, env=base_env(TMPDIR=str(tmp)))
         assert proc.returncode == 0, explain(proc)
         assert sorted(p.name for p in tmp.iterdir()) == [], what
+
+
+def test_a_device_result_with_a_negative_latency_is_refused(signed, bundle_copy, device_result, work):
+    b = bundle_copy(signed)
+    before = (b / "manifest.json").read_bytes()
+    r = json.loads(json.dumps(device_result))
+    a = next(a for a in r["targets"][TARGET]["artifacts"] if a.get("latency"))
+    a["latency"]["p50_ms"] = -5.0
+    (work / "res.json").write_text(json.dumps(r))
+    refused(cli("merge", b, work / "res.json"), 2, "res.json", "p50_ms")
+    assert (b / "manifest.json").read_bytes() == before

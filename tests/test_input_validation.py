@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -395,3 +396,20 @@ def test_cli_usage_errors_are_one_line(tmp_path, args, needle):
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0] and "verify" in lines[0], \
         explain(proc)
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("what", ["config", "result", "key"])
+def test_a_fifo_given_as_a_file_argument_is_refused_without_blocking(tmp_path, old_bundle, what):
+    """A named pipe where a config, a device result or a key file belongs: one line naming it,
+    exit 2 (reading it would wait for a writer forever); the bundle is left as it was."""
+    bundle = Path(shutil.copytree(old_bundle, tmp_path / old_bundle.name))
+    before = (bundle / "manifest.json").read_bytes()
+    fifo = tmp_path / {"config": "edgepack.toml", "result": "res.json", "key": "release.key"}[what]
+    os.mkfifo(fifo)
+    args = {"config": ["build", fifo], "result": ["merge", bundle, fifo], "key": ["sign", bundle, fifo]}[what]
+    proc = cli(*args, timeout=120)
+    assert proc.returncode == 2, explain(proc)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stdout + proc.stderr, explain(proc)
+    assert fifo.name in lines[0] and "not a regular file" in lines[0], explain(proc)
+    assert (bundle / "manifest.json").read_bytes() == before

@@ -94,8 +94,13 @@ def read_json(path: Path, expected_schema: str) -> dict:
     """Parse a JSON document and check its schema; non-finite strings become floats.
 
     Raises SchemaMismatch (wrong or old schema) or ValueError (not JSON) with the path."""
+    from ..safepath import special_file_problem
+
     path = Path(path)
     what = SCHEMA_WORDS.get(expected_schema, "an edgepack document")
+    why = special_file_problem(path)
+    if why:
+        raise ValueError(f"{path}: {why}; expected {what} (JSON)")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

@@ -150,13 +150,13 @@ class BaselineMetrics(_Model):
 
 
 class Latency(_Model):
-    runs: int
-    warmup: int
-    threads: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
+    runs: int = Field(ge=1)
+    warmup: int = Field(ge=0)
+    threads: int = Field(ge=1)
+    p50_ms: float = Field(ge=0)
+    p90_ms: float = Field(ge=0)
+    p99_ms: float = Field(ge=0)
+    mean_ms: float = Field(ge=0)
     measured_on: str
     cpu: str
     arch: str
