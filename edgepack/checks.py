@@ -122,8 +122,10 @@ def _model_file_problems(i: Inputs) -> list[Problem]:
     p = Path(path)
     if not p.exists():
         out.append((loc, f"model file {i.show(path)} does not exist"))
-    elif not p.is_file():
+    elif p.is_dir():
         out.append((loc, f"{i.show(path)} is a folder, expected a model file"))
+    elif not p.is_file():
+        out.append((loc, f"{i.show(path)} is not a regular file (a pipe, socket or device), expected a model file"))
     if i.model_kind in ("torch", "pt2"):
         if importlib.util.find_spec("torch") is None:
             out.append((loc, "this model is a PyTorch source, install the torch extra: pip install 'edgepack[torch]'"))

@@ -413,3 +413,13 @@ def test_a_fifo_given_as_a_file_argument_is_refused_without_blocking(tmp_path, o
     assert len(lines) == 1 and "Traceback" not in proc.stdout + proc.stderr, explain(proc)
     assert fifo.name in lines[0] and "not a regular file" in lines[0], explain(proc)
     assert (bundle / "manifest.json").read_bytes() == before
+
+
+def test_a_fifo_as_the_model_is_named_as_such(tmp_path, tiny_calib):
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    proc = cli("build", "--onnx", fifo, "--calib", tiny_calib, "--targets", "x86-64", "--out", tmp_path / "out",
+               timeout=120)
+    assert proc.returncode == 2, explain(proc)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "model.onnx" in lines[0] and "not a regular file" in lines[0], explain(proc)
