@@ -194,7 +194,7 @@ def merge(bundle: str | Path, result: str | Path | dict | DeviceResult) -> Manif
 def _merge_into(bundle: Path, result: DeviceResult, source: str = "device runner result") -> Manifest:
     """Refuses (VerificationFailed, exit 1) a result that does not say what produced it or
     whose checksums are not the bundle's (verification.merge.provenance_problem)."""
-    from .errors import VerificationFailed
+    from .errors import VerificationFailed, and_more
     from .verification.device import bundle_tampering, read_bundle_manifest
     from .verification.merge import provenance_problem
     from .verification.sizes import measured_ratios
@@ -207,8 +207,7 @@ def _merge_into(bundle: Path, result: DeviceResult, source: str = "device runner
                                                       for a in t.artifacts if a.error is not None}
     tampered = [t for t in bundle_tampering(bundle, doc) if t.split(": ", 1)[0] not in reported]
     if tampered:  # a verdict is measured on the files the manifest describes, or not at all
-        raise VerificationFailed(f"{bundle}: refused to merge into it: {tampered[0]}"
-                                 + (f" (and {len(tampered) - 1} more)" if len(tampered) > 1 else ""))
+        raise VerificationFailed(f"{bundle}: refused to merge into it: {tampered[0]}{and_more(tampered)}")
     why = provenance_problem(current, result)
     if why:
         raise VerificationFailed(f"{source}: refused: {why}")

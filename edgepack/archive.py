@@ -26,7 +26,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BundleError, one_line
+from .errors import BundleError, and_more, one_line
 from .manifest.jsonio import MANIFEST_SCHEMA, SchemaMismatch, check_schema, read_json, sha256_file
 from .safepath import (
     UNLISTED_OK,
@@ -96,7 +96,7 @@ def pack(bundle: Path | str, out: Path | str | None = None) -> tuple[Path, str]:
     problems = bundle_file_problems(root, manifest)
     if problems:
         where, why = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        more = and_more(problems)
         raise BundleError(f"{root}: not packed: {where} {why}{more}")
     listed, _ = listed_paths(manifest)
     missing = [p for p in sorted(listed) if not (root / p).is_file()]

@@ -593,7 +593,7 @@ def sign(bundle: Path = typer.Argument(..., help="a dist/<name>-<version> folder
 def _refuse_tampered(bundle: Path) -> None:
     """A signature vouches for what the bundle holds: refuse (exit 1) a bundle that does not
     match its own manifest (an unlisted or changed file, a symlink), naming the first problem."""
-    from .errors import VerificationFailed
+    from .errors import VerificationFailed, and_more
     from .signing import SIGNATURES, SUMS
     from .verification.device import bundle_tampering, read_bundle_manifest
 
@@ -601,8 +601,7 @@ def _refuse_tampered(bundle: Path) -> None:
     problems += [f"{name}: is not a plain file" for name in (SUMS, *SIGNATURES)
                  if (bundle / name).is_symlink() or ((bundle / name).exists() and not (bundle / name).is_file())]
     if problems:
-        raise VerificationFailed(f"{bundle}: refused to sign: {problems[0]}"
-                                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        raise VerificationFailed(f"{bundle}: refused to sign: {problems[0]}{and_more(problems)}")
 
 
 @app.command("targets")

@@ -62,6 +62,11 @@ def one_line(exc: BaseException, limit: int = 400) -> str:
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
+def and_more(items: list) -> str:
+    """" (and N more)" after the first of `items` is named, or ""."""
+    return f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is so that every cleanup a Ctrl-C runs (staging
     folders, locks, the atomic swap's restore) runs for it too; exit 143."""

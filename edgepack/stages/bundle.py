@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError, OutputError, and_more
 from ..manifest.jsonio import MANIFEST_SCHEMA, SchemaMismatch, file_entry, read_json
 from ..safepath import bundle_file_problems
 from ..verification.calls import head, save_calls, save_npz
@@ -323,7 +323,7 @@ def bundle_problem(folder: Path, name: str | None = None) -> str | None:
         return f"cannot be read whole ({exc}), so it is not replaced; {_REPLACE_ONLY}"
     if problems:
         where, why = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        more = and_more(problems)
         if why == "is not listed in the manifest":
             return f"holds {where}, which its manifest does not list{more}: move it or choose another --out"
         return f"holds {where}, which {why.removeprefix('is ')}{more}; its manifest does not account for it: " \

@@ -88,8 +88,6 @@ def bundle_tampering(root: Path, manifest: dict) -> list[str]:
     """Everything in the bundle folder that does not match its manifest: files not accounted
     for (safepath.bundle_file_problems: unlisted, symlinks, escaping entries) and listed files
     missing or with another sha256; each as "path: reason"."""
-    from ..safepath import bundle_file_problems, file_entries
-
     root = Path(root)
     problems = [f"{where}: {why}" for where, why in bundle_file_problems(root, manifest)]
     entries = file_entries(manifest)
